@@ -1,0 +1,138 @@
+"""`maildesk run`: wire the pieces onto one asyncio loop and keep them running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from maildesk.db import make_engine, require_current_schema
+from maildesk.errors import ConfigError
+from maildesk.listener import IntakeHandler, make_smtp_factory
+from maildesk.outbox import OutboxSender, transport_from_url
+from maildesk.parsepool import ParserPool
+from maildesk.processor import Processor
+from maildesk.runtime import Runtime, load_runtime
+from maildesk.settings import Settings, split_host_port
+from maildesk.spool import Spool
+
+log = logging.getLogger("maildesk")
+
+
+@dataclass
+class LiveConfig:
+    """The last good configuration; a bad reload keeps it (DESIGN invariant 6)."""
+
+    runtime: Runtime
+    stamp: tuple[float, ...]
+
+    def current(self) -> Runtime:
+        return self.runtime
+
+
+def _config_stamp(settings: Settings) -> tuple[float, ...]:
+    paths = [settings.rules, settings.sla, *sorted(settings.templates.rglob("*"))]
+    return tuple(p.stat().st_mtime if p.exists() else 0.0 for p in paths)
+
+
+def reload_if_changed(live: LiveConfig) -> None:
+    settings = live.runtime.settings
+    stamp = _config_stamp(settings)
+    if stamp == live.stamp:
+        return
+    live.stamp = stamp
+    try:
+        live.runtime = load_runtime(settings)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("config reload refused, keeping the last good config: %s", problem)
+        return
+    log.info("config reloaded")
+
+
+async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = None) -> None:
+    runtime = load_runtime(settings)  # ConfigError: refuse to start, with file:line
+    engine = make_engine(settings.effective_database_url)
+    require_current_schema(engine)
+    transport = transport_from_url(settings.effective_outbound)
+    live = LiveConfig(runtime, _config_stamp(settings))
+
+    parser = ParserPool(timeout=settings.parse_timeout_seconds)
+    sender = OutboxSender(
+        engine,
+        transport,
+        max_attempts=settings.outbox_max_attempts,
+        backoff=settings.outbox_backoff_seconds,
+        backoff_max=settings.outbox_backoff_max_seconds,
+    )
+    processor = Processor(engine, live.current, parser, on_committed=sender.wake.set)
+    spool = Spool(engine, on_stored=processor.wake.set)
+    loop = asyncio.get_running_loop()
+    spool.start()
+
+    host, port = split_host_port(settings.smtp_listen)
+    handler = IntakeHandler(spool, settings.support_addresses)
+    try:
+        server = await loop.create_server(
+            make_smtp_factory(handler, settings.max_message_bytes, settings.hostname), host, port
+        )
+    except OSError as exc:
+        await spool.stop()
+        parser.close()
+        raise ConfigError(f"MAILDESK_SMTP_LISTEN={settings.smtp_listen}: {exc.strerror}") from None
+    bound_port = server.sockets[0].getsockname()[1]
+
+    async def wake_processor() -> None:
+        processor.wake.set()
+
+    async def wake_sender() -> None:
+        sender.wake.set()
+
+    async def reload_config() -> None:
+        await asyncio.to_thread(reload_if_changed, live)
+
+    scheduler = AsyncIOScheduler(event_loop=loop)
+    scheduler.add_job(wake_processor, "interval", seconds=5, id="spool-scan")
+    scheduler.add_job(wake_sender, "interval", seconds=5, id="outbox-flush")
+    scheduler.add_job(reload_config, "interval", seconds=5, id="config-reload")
+    scheduler.start()
+
+    tasks = [
+        loop.create_task(processor.run_forever(), name="pipeline"),
+        loop.create_task(sender.run_forever(), name="outbox"),
+    ]
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload_config()))
+    log.info(
+        "maildesk listening for SMTP on %s:%d for %s; outbound: %s",
+        host,
+        bound_port,
+        ", ".join(settings.support_addresses),
+        settings.effective_outbound,
+    )
+    if ready:
+        ready(bound_port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("maildesk stopping")
+        server.close()
+        await server.wait_closed()
+        scheduler.shutdown(wait=False)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await spool.stop()
+        processor.close()
+        parser.close()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        engine.dispose()

@@ -1,0 +1,21 @@
+"""Which of our template languages a customer wrote in (pure)."""
+
+from __future__ import annotations
+
+import py3langid as langid
+
+SUPPORTED = ("en", "ru")
+_MIN_LETTERS = 12
+
+
+def detect_language(text: str, default: str) -> str:
+    """'en' or 'ru' when the text is clearly one of them, else the default.
+
+    py3langid scores ~100 languages, so Ukrainian or German text is not
+    forced into English or Russian.
+    """
+    sample = text[:4000]
+    if sum(ch.isalpha() for ch in sample) < _MIN_LETTERS:
+        return default
+    lang, _score = langid.classify(sample)
+    return lang if lang in SUPPORTED else default

@@ -1,0 +1,418 @@
+"""Raw RFC 5322 bytes -> InboundMail: pure data, never raises for malformed content.
+
+mail-parser does the MIME walk (bodies, attachments, defects); this module adds
+what a ticketing system needs on top: normalised addresses and Message-IDs,
+robust header decoding (unknown charsets, windows-1251/koi8-r without labels),
+delivery-status reports, and hard bounds on the size of the structure.
+Only bounds violations raise (MalformedMail); everything else degrades to
+"what could be decoded" plus a defect note.
+"""
+
+from __future__ import annotations
+
+import email
+import email.header
+import email.message
+import email.utils
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from html.parser import HTMLParser
+
+import mailparser
+
+from maildesk.errors import MalformedMail
+
+logging.getLogger("mailparser").setLevel(logging.CRITICAL)  # defects are reported by us
+
+# Bounds on one mail's structure. The SMTP size limit bounds the bytes; these
+# bound the work (Python's email package is superlinear on some shapes).
+MAX_HEADER_LINES = 2_000
+MAX_HEADER_BYTES = 256 * 1024
+MAX_MIME_DEPTH = 20
+MAX_MIME_PARTS = 500
+
+_MSGID_RE = re.compile(r"<([^<>\s]+)>")
+_FALLBACK_CHARSETS = ("utf-8", "windows-1251", "koi8-r", "latin-1")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str  # display name only; never used as a path
+    content_type: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a bounce (RFC 3464 multipart/report) says."""
+
+    original_message_id: str | None
+    failed_recipients: tuple[str, ...]
+    permanent: bool  # any recipient with Action: failed / Status 5.x.x
+
+
+@dataclass(frozen=True)
+class InboundMail:
+    message_id: str | None  # without angle brackets
+    subject: str
+    from_addr: str  # lowercased addr-spec, "" when absent or unparseable
+    from_name: str
+    reply_to: tuple[str, ...]
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    date: datetime | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    text: str  # the best plain-text rendering of the body
+    html: str | None
+    attachments: tuple[Attachment, ...]
+    content_type: str
+    content_hash: str  # sha256 hex of the raw bytes
+    headers: tuple[tuple[str, str], ...] = field(repr=False)  # (lowercase name, decoded value)
+    defects: tuple[str, ...] = ()
+    report: DeliveryReport | None = None
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [value for key, value in self.headers if key == name]
+
+    @property
+    def dedupe_key(self) -> str:
+        """Message-ID when present, else the content hash (invariant 2)."""
+        return f"mid:{self.message_id}" if self.message_id else f"sha256:{self.content_hash}"
+
+
+def parse_mail(raw: bytes) -> InboundMail:
+    """Parse raw bytes. Raises MalformedMail only when the mail exceeds the bounds."""
+    _check_header_bounds(raw)
+    content_hash = hashlib.sha256(raw).hexdigest()
+    defects: list[str] = []
+    try:
+        parsed = mailparser.parse_from_bytes(raw)
+        message: email.message.Message = parsed.message
+    except Exception as exc:  # mail-parser gave up: fall back to the stdlib, keep going
+        defects.append(f"mail-parser failed: {type(exc).__name__}: {exc}")
+        parsed = None
+        message = email.message_from_bytes(raw)
+    _check_structure_bounds(message)
+
+    headers = tuple((k.lower(), decode_header_value(v)) for k, v in message.items())
+    from_name, from_addr = _first_address(message.get_all("from", []))
+    text_parts: list[str] = []
+    html_parts: list[str] = []
+    attachments: list[Attachment] = []
+    if parsed is not None:
+        text_parts = [t for t in parsed.text_plain if t.strip()]
+        html_parts = [h for h in parsed.text_html if h.strip()]
+        attachments = _attachments(parsed.attachments)
+        defects.extend(sorted(parsed.defects_categories))
+    if not text_parts and not html_parts:
+        text_parts, html_parts = _bodies_by_hand(message)
+    html = "\n".join(html_parts) if html_parts else None
+    text = "\n\n".join(text_parts) if text_parts else (html_to_text(html) if html else "")
+
+    return InboundMail(
+        message_id=normalise_message_id(message.get("message-id")),
+        subject=_one_line(decode_header_value(message.get("subject", ""))),
+        from_addr=from_addr,
+        from_name=from_name,
+        reply_to=tuple(a for _, a in _addresses(message.get_all("reply-to", []))),
+        to=tuple(a for _, a in _addresses(message.get_all("to", []))),
+        cc=tuple(a for _, a in _addresses(message.get_all("cc", []))),
+        date=_date(message.get("date")),
+        in_reply_to=tuple(message_ids(message.get("in-reply-to", ""))),
+        references=tuple(message_ids(" ".join(str(v) for v in message.get_all("references", [])))),
+        text=text,
+        html=html,
+        attachments=tuple(attachments),
+        content_type=message.get_content_type(),
+        content_hash=content_hash,
+        headers=headers,
+        defects=tuple(defects),
+        report=_delivery_report(message),
+    )
+
+
+def normalise_message_id(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    found = _MSGID_RE.search(text)
+    if found:
+        return found.group(1)
+    text = text.strip("<> \t\r\n")
+    return text if text and not any(c.isspace() for c in text) else None
+
+
+def message_ids(value: str) -> Iterable[str]:
+    return _MSGID_RE.findall(str(value))
+
+
+def decode_header_value(value: object) -> str:
+    """Decode RFC 2047 words and stray 8-bit bytes; never raises, never loses text silently."""
+    if value is None:
+        return ""
+    if isinstance(value, email.header.Header):
+        chunks = email.header.decode_header(value)
+    else:
+        text = str(value)
+        if "=?" not in text:
+            return _fix_surrogates(text)
+        try:
+            chunks = email.header.decode_header(text)
+        except Exception:
+            return _fix_surrogates(text)
+    out: list[str] = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, str):
+            out.append(_fix_surrogates(chunk))
+        else:
+            out.append(decode_bytes(chunk, charset))
+    return "".join(out)
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode with the declared charset; unknown or wrong ones fall back, never raising."""
+    if charset:
+        try:
+            return data.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    for candidate in _FALLBACK_CHARSETS[:1]:
+        try:
+            return data.decode(candidate)
+        except UnicodeDecodeError:
+            pass
+    return data.decode(guess_cyrillic(data), errors="replace")
+
+
+def guess_cyrillic(data: bytes) -> str:
+    """Pick windows-1251 or koi8-r for unlabelled 8-bit Russian text.
+
+    In windows-1251 lowercase Cyrillic is 0xE0-0xFF; in koi8-r it is 0xC0-0xDF.
+    Running Russian text is mostly lowercase, so the busier range wins.
+    """
+    high = [b for b in data if b >= 0xC0]
+    if not high:
+        return "latin-1"
+    upper_range = sum(1 for b in high if b >= 0xE0)
+    return "windows-1251" if upper_range * 2 >= len(high) else "koi8-r"
+
+
+def _fix_surrogates(text: str) -> str:
+    # The stdlib decodes 8-bit header bytes as surrogateescape; recover them.
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    data = text.encode("utf-8", "surrogateescape")
+    return decode_bytes(data, None)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _addresses(values: Sequence[object]) -> list[tuple[str, str]]:
+    decoded = [decode_header_value(v) for v in values]
+    result = []
+    for name, addr in email.utils.getaddresses(decoded):
+        addr = addr.strip().lower()
+        if "@" in addr and not any(c.isspace() or c in "\r\n<>" for c in addr):
+            result.append((_one_line(name), addr))
+    return result
+
+
+def _first_address(values: Sequence[object]) -> tuple[str, str]:
+    found = _addresses(values)
+    return found[0] if found else ("", "")
+
+
+def _date(value: object) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _attachments(items: list[dict[str, object]]) -> list[Attachment]:
+    import base64
+
+    result = []
+    for item in items:
+        payload = item.get("payload") or ""
+        if item.get("binary"):
+            try:
+                data = base64.b64decode(str(payload))
+            except ValueError:
+                data = str(payload).encode("utf-8", "surrogateescape")
+        else:
+            data = str(payload).encode("utf-8", "surrogateescape")
+        result.append(
+            Attachment(
+                filename=safe_filename(str(item.get("filename") or "attachment")),
+                content_type=str(item.get("mail_content_type") or "application/octet-stream"),
+                payload=data,
+            )
+        )
+    return result
+
+
+def safe_filename(name: str) -> str:
+    """A display name that can never act as a path (invariant 5)."""
+    name = decode_header_value(name).replace("\\", "/").split("/")[-1]
+    name = "".join(c for c in name if c.isprintable()).strip().lstrip(".")
+    return name[:200] or "attachment"
+
+
+def _bodies_by_hand(message: email.message.Message) -> tuple[list[str], list[str]]:
+    """Fallback body extraction with the stdlib when mail-parser found nothing."""
+    text: list[str] = []
+    html: list[str] = []
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        try:
+            data = part.get_payload(decode=True)
+        except Exception:
+            data = None
+        if not isinstance(data, bytes):
+            raw_payload = part.get_payload()
+            data = (
+                raw_payload.encode("utf-8", "surrogateescape")
+                if isinstance(raw_payload, str)
+                else b""
+            )
+        decoded = decode_bytes(data, part.get_content_charset())
+        (html if part.get_content_subtype() == "html" else text).append(decoded)
+    return [t for t in text if t.strip()], [h for h in html if h.strip()]
+
+
+def _delivery_report(message: email.message.Message) -> DeliveryReport | None:
+    if message.get_content_type() != "multipart/report":
+        return None
+    original: str | None = None
+    failed: list[str] = []
+    permanent = False
+    for part in message.walk():
+        ctype = part.get_content_type()
+        if ctype == "message/delivery-status":
+            for block in _status_blocks(part):
+                action = block.get("action", "").lower()
+                status = block.get("status", "")
+                recipient = block.get("final-recipient") or block.get("original-recipient") or ""
+                recipient = recipient.split(";")[-1].strip().lower()
+                if action == "failed" or status.startswith("5"):
+                    permanent = permanent or status.startswith("5") or action == "failed"
+                    if recipient:
+                        failed.append(recipient)
+        elif ctype in ("message/rfc822", "text/rfc822-headers") and original is None:
+            original = _original_message_id(part)
+    return DeliveryReport(original, tuple(failed), permanent)
+
+
+def _status_blocks(part: email.message.Message) -> list[dict[str, str]]:
+    payload = part.get_payload()
+    if isinstance(payload, list):  # the stdlib parses delivery-status into header blocks
+        return [
+            {k.lower(): str(v).strip() for k, v in block.items()}
+            for block in payload
+            if isinstance(block, email.message.Message)
+        ]
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for line in str(payload).splitlines():
+        if not line.strip():
+            if current:
+                blocks.append(current)
+            current = {}
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            current[key.strip().lower()] = value.strip()
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _original_message_id(part: email.message.Message) -> str | None:
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload:
+        inner = payload[0]
+        if isinstance(inner, email.message.Message):
+            return normalise_message_id(inner.get("message-id"))
+    found = re.search(r"(?im)^message-id:\s*(<[^>\s]+>)", str(payload))
+    return normalise_message_id(found.group(1)) if found else None
+
+
+def _check_header_bounds(raw: bytes) -> None:
+    end = raw.find(b"\n\n")
+    crlf_end = raw.find(b"\r\n\r\n")
+    if end < 0 or (0 <= crlf_end < end):
+        end = crlf_end
+    head = raw if end < 0 else raw[:end]
+    if len(head) > MAX_HEADER_BYTES:
+        raise MalformedMail(f"header section is {len(head)} bytes (limit {MAX_HEADER_BYTES})")
+    lines = head.count(b"\n")
+    if lines > MAX_HEADER_LINES:
+        raise MalformedMail(f"header section has {lines} lines (limit {MAX_HEADER_LINES})")
+
+
+def _check_structure_bounds(message: email.message.Message) -> None:
+    count = 0
+    stack: list[tuple[email.message.Message, int]] = [(message, 1)]
+    while stack:
+        part, depth = stack.pop()
+        count += 1
+        if depth > MAX_MIME_DEPTH:
+            raise MalformedMail(f"MIME nesting deeper than {MAX_MIME_DEPTH}")
+        if count > MAX_MIME_PARTS:
+            raise MalformedMail(f"more than {MAX_MIME_PARTS} MIME parts")
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend((p, depth + 1) for p in payload if isinstance(p, email.message.Message))
+
+
+class _TextExtractor(HTMLParser):
+    _BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "blockquote"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.chunks: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "head"):
+            self._skip += 1
+        elif tag in self._BLOCK:
+            self.chunks.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "head") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.chunks.append(data)
+
+
+def html_to_text(html: str) -> str:
+    extractor = _TextExtractor()
+    try:
+        extractor.feed(html)
+        extractor.close()
+    except Exception:
+        return re.sub(r"<[^>]*>", " ", html)
+    lines = (" ".join(line.split()) for line in "".join(extractor.chunks).splitlines())
+    return "\n".join(line for line in lines if line).strip()

@@ -1,0 +1,185 @@
+"""Drain the inbound spool through the pipeline.
+
+Parsing runs in worker processes (bounded in time); the database part runs in
+one thread. Mails of a batch share one transaction (group commit: one fsync),
+each inside its own SAVEPOINT, so one failing mail never takes the others
+down with it. A mail that keeps failing is parked as `failed`, raw kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from maildesk import store
+from maildesk.classify import classify
+from maildesk.models import Inbound
+from maildesk.parse import InboundMail
+from maildesk.parsepool import ParseFailure, ParserPool
+from maildesk.pipeline import decide
+from maildesk.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class DrainStats:
+    processed: int = 0
+    tickets: set[int] = field(default_factory=set)
+    duplicates: int = 0
+    failed: int = 0
+
+
+def process_one(
+    session: Session,
+    inbound_id: int,
+    parsed: InboundMail | ParseFailure,
+    runtime: Runtime,
+    now: datetime,
+) -> tuple[str, int | None]:
+    """The flow of one mail (DESIGN.md): dedupe, classify, thread, decide, store."""
+    row = session.exec(
+        select(Inbound).where(Inbound.id == inbound_id).with_for_update(skip_locked=True)
+    ).first()
+    if row is None or row.status != "new":
+        return "skipped", None  # another instance has it, or it is finished
+    row.processed_at = now
+    if isinstance(parsed, ParseFailure):
+        row.status, row.error = "failed", parsed.error
+        log.error("inbound %s kept raw, not processed: %s", inbound_id, parsed.error)
+        return "failed", None
+    mail = parsed
+    row.dedupe_key = mail.dedupe_key[:600]
+    existing = store.is_duplicate(session, mail.dedupe_key)
+    if existing is not None:
+        row.status, row.ticket_id = "duplicate", existing
+        return "duplicate", existing
+
+    kind = classify(mail, row.envelope_from, frozenset(runtime.settings.support_addresses))
+    thread = store.lookup_thread(session, mail, kind, runtime.rules)
+    decision = decide(
+        mail,
+        kind,
+        thread,
+        store.sender_facts(session, mail.from_addr, now),
+        store.workload(session),
+        runtime.policy,
+        now,
+    )
+    ticket_id = store.apply(session, decision, row, mail, runtime, now)
+    row.status, row.ticket_id = "done", ticket_id
+    if ticket_id is None:
+        row.error = "delivery report for a mail we do not know; kept, no ticket"
+    session.add(row)
+    return "done", ticket_id
+
+
+class Processor:
+    def __init__(
+        self,
+        engine: Engine,
+        runtime: Callable[[], Runtime],
+        parser: ParserPool,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._runtime = runtime
+        self._parser = parser
+        self._on_committed = on_committed
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        self.wake = asyncio.Event()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    async def run_forever(self, idle_seconds: float = 5.0) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                await self.drain()
+            except Exception:
+                log.exception("pipeline: drain failed; retrying shortly")
+                await asyncio.sleep(1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=idle_seconds)
+
+    async def drain(self, progress: Callable[[int], None] | None = None) -> DrainStats:
+        """Process every `new` inbound row; returns what happened."""
+        stats = DrainStats()
+        loop = asyncio.get_running_loop()
+        after = 0
+        while True:
+            pending = await loop.run_in_executor(self._executor, self._pending, after)
+            if not pending:
+                return stats
+            after = pending[-1][0]
+            parsed = await asyncio.gather(*(self._parser.parse(raw) for _, raw in pending))
+            results = await loop.run_in_executor(
+                self._executor,
+                self._commit,
+                [(i, p) for (i, _), p in zip(pending, parsed, strict=True)],
+            )
+            for outcome, ticket_id in results:
+                stats.processed += outcome != "skipped"
+                stats.duplicates += outcome == "duplicate"
+                stats.failed += outcome == "failed"
+                if ticket_id is not None and outcome == "done":
+                    stats.tickets.add(ticket_id)
+            if progress:
+                progress(len(pending))
+            if self._on_committed:
+                self._on_committed()
+
+    def _pending(self, after: int) -> list[tuple[int, bytes]]:
+        with Session(self._engine) as session:
+            rows = session.exec(
+                select(Inbound.id, Inbound.raw)
+                .where(Inbound.status == "new", col(Inbound.id) > after)
+                .order_by(col(Inbound.id))
+                .limit(BATCH)
+            ).all()
+        return [(int(i), bytes(r)) for i, r in rows if i is not None]
+
+    def _commit(
+        self, items: list[tuple[int, InboundMail | ParseFailure]]
+    ) -> list[tuple[str, int | None]]:
+        runtime = self._runtime()
+        now = datetime.now(UTC)
+        results: list[tuple[str, int | None]] = []
+        with Session(self._engine) as session:
+            for inbound_id, parsed in items:
+                try:
+                    with session.begin_nested():
+                        results.append(process_one(session, inbound_id, parsed, runtime, now))
+                except Exception as exc:
+                    # IntegrityError included: a concurrent instance stored the same
+                    # Message-ID first, and the next pass records it as a duplicate.
+                    log.exception("inbound %s: pipeline error", inbound_id)
+                    results.append(self._record_failure(session, inbound_id, exc))
+            session.commit()
+        return results
+
+    def _record_failure(
+        self, session: Session, inbound_id: int, exc: Exception
+    ) -> tuple[str, int | None]:
+        row = session.get(Inbound, inbound_id)
+        if row is None:
+            return "skipped", None
+        row.attempts += 1
+        row.error = f"{type(exc).__name__}: {exc}"[:2000]
+        if row.attempts >= MAX_ATTEMPTS:
+            row.status = "failed"
+            log.error("inbound %s failed %d times, parked: %s", inbound_id, row.attempts, row.error)
+        session.add(row)
+        return ("failed" if row.status == "failed" else "retry"), None

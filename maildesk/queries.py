@@ -1,0 +1,151 @@
+"""Read-only views for the command line (tickets, show, outbox, errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from maildesk.errors import NotFound
+from maildesk.models import Attachment, Event, Inbound, Message, Outbox, Participant, Ticket
+from maildesk.tid import format_tid, parse_tid
+
+
+def _ticket_dict(t: Ticket) -> dict[str, Any]:
+    assert t.id is not None
+    return {
+        "tid": format_tid(t.id),
+        "id": t.id,
+        "subject": t.subject,
+        "status": t.status,
+        "priority": t.priority,
+        "category": t.category,
+        "requester": t.requester,
+        "requester_name": t.requester_name,
+        "assignee": t.assignee,
+        "group": t.assigned_group,
+        "sla_level": t.sla_level,
+        "language": t.language,
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+        "first_response_due": t.first_response_due,
+    }
+
+
+def list_tickets(
+    engine: Engine, status: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    with Session(engine) as session:
+        query = select(Ticket).order_by(col(Ticket.id).desc()).limit(limit)
+        if status:
+            query = query.where(Ticket.status == status)
+        return [_ticket_dict(t) for t in session.exec(query).all()]
+
+
+def show_ticket(engine: Engine, tid: str) -> dict[str, Any]:
+    number = parse_tid(tid)
+    if number is None:
+        raise NotFound(f"{tid!r} is not a ticket ID (expected [MD-42], MD-42 or 42)")
+    with Session(engine) as session:
+        ticket = session.get(Ticket, number)
+        if ticket is None:
+            raise NotFound(f"no ticket {format_tid(number)}")
+        messages = session.exec(
+            select(Message).where(Message.ticket_id == number).order_by(col(Message.id))
+        ).all()
+        attachments = session.exec(
+            select(Attachment).where(col(Attachment.message_id).in_([m.id for m in messages]))
+        ).all()
+        by_message: dict[int, list[dict[str, Any]]] = {}
+        for a in attachments:
+            by_message.setdefault(a.message_id, []).append(
+                {
+                    "filename": a.filename,
+                    "content_type": a.content_type,
+                    "size": a.size,
+                    "sha256": a.sha256,
+                }
+            )
+        return {
+            "ticket": _ticket_dict(ticket),
+            "participants": [
+                {"address": p.address, "name": p.name, "role": p.role}
+                for p in session.exec(select(Participant).where(Participant.ticket_id == number))
+            ],
+            "messages": [
+                {
+                    "id": m.id,
+                    "direction": m.direction,
+                    "kind": m.kind,
+                    "visibility": m.visibility,
+                    "message_id": m.message_id,
+                    "from_addr": m.from_addr,
+                    "to": m.to_addrs,
+                    "subject": m.subject,
+                    "body_text": m.body_text,
+                    "defects": m.defects,
+                    "created_at": m.created_at,
+                    "inbound_id": m.inbound_id,
+                    "attachments": by_message.get(m.id or 0, []),
+                }
+                for m in messages
+            ],
+            "events": [
+                {"at": e.at, "actor": e.actor, "kind": e.kind, "detail": e.detail}
+                for e in session.exec(
+                    select(Event).where(Event.ticket_id == number).order_by(col(Event.id))
+                )
+            ],
+            "outbox": [
+                _outbox_dict(o)
+                for o in session.exec(
+                    select(Outbox).where(Outbox.ticket_id == number).order_by(col(Outbox.id))
+                )
+            ],
+        }
+
+
+def _outbox_dict(o: Outbox) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "tid": format_tid(o.ticket_id) if o.ticket_id else None,
+        "kind": o.kind,
+        "recipients": o.recipients,
+        "message_id": o.message_id,
+        "status": o.status,
+        "attempts": o.attempts,
+        "last_error": o.last_error,
+        "created_at": o.created_at,
+        "sent_at": o.sent_at,
+    }
+
+
+def list_outbox(
+    engine: Engine, status: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    with Session(engine) as session:
+        query = select(Outbox).order_by(col(Outbox.id).desc()).limit(limit)
+        if status:
+            query = query.where(Outbox.status == status)
+        return [_outbox_dict(o) for o in session.exec(query)]
+
+
+def list_errors(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Inbound)
+            .where(Inbound.status == "failed")
+            .order_by(col(Inbound.id).desc())
+            .limit(limit)
+        ).all()
+        return [
+            {
+                "id": r.id,
+                "received_at": r.received_at,
+                "source": r.source,
+                "size": r.size,
+                "error": r.error,
+            }
+            for r in rows
+        ]

@@ -1,0 +1,123 @@
+"""jinja2 mail templates: text + HTML per language, strictly checked (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import meta
+
+from maildesk.errors import ConfigError
+
+LANGUAGES = ("en", "ru")
+
+# The variables each template may use; the pipeline always passes all of them.
+CONTEXT_KEYS: dict[str, frozenset[str]] = {
+    "confirmation": frozenset(
+        {"tid", "subject", "customer_name", "customer_email", "sla_name", "due", "support_address"}
+    ),
+    "notification": frozenset(
+        {
+            "tid",
+            "subject",
+            "customer_name",
+            "customer_email",
+            "sla_name",
+            "due",
+            "support_address",
+            "assignee",
+            "group",
+            "priority",
+            "category",
+            "body",
+            "rules_fired",
+            "event",
+            "attachments",
+        }
+    ),
+}
+
+SAMPLE_CONTEXT: dict[str, Any] = {
+    "tid": "MD-1",
+    "subject": "Printer <b>on fire</b>",
+    "customer_name": "Ann Customer",
+    "customer_email": "ann@example.org",
+    "sla_name": "Standard",
+    "due": "2026-01-01 12:00 UTC",
+    "support_address": "support@localhost",
+    "assignee": "alice@example.com",
+    "group": "l1",
+    "priority": "normal",
+    "category": "general",
+    "body": "Hello,\nmy printer is on fire.",
+    "rules_fired": ["billing questions"],
+    "event": "new",
+    "attachments": ["invoice.pdf"],
+}
+
+
+@dataclass(frozen=True)
+class RenderedMail:
+    text: str
+    html: str
+
+
+class Templates:
+    """Loads templates/<lang>/<name>.txt and .html; HTML is autoescaped."""
+
+    def __init__(self, directory: Path) -> None:
+        if not directory.is_dir():
+            raise ConfigError(f"{directory}: templates directory not found")
+        self.directory = directory
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(directory)),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+            keep_trailing_newline=True,
+        )
+
+    def render(self, name: str, language: str, context: Mapping[str, Any]) -> RenderedMail:
+        language = language if language in LANGUAGES else "en"
+        text = self._env.get_template(f"{language}/{name}.txt").render(context)
+        html = self._env.get_template(f"{language}/{name}.html").render(context)
+        return RenderedMail(text=text, html=html)
+
+    def check(self) -> list[str]:
+        """Every template exists, parses, uses only known variables, and renders."""
+        problems: list[str] = []
+        for name, allowed in CONTEXT_KEYS.items():
+            for language in LANGUAGES:
+                for ext in ("txt", "html"):
+                    problems.extend(self._check_one(f"{language}/{name}.{ext}", allowed))
+        return problems
+
+    def _check_one(self, relative: str, allowed: frozenset[str]) -> list[str]:
+        path = self.directory / relative
+        if not path.exists():
+            return [f"{path}: template missing"]
+        source = path.read_text(encoding="utf-8")
+        try:
+            parsed = self._env.parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            return [f"{path}:{exc.lineno}: {exc.message}"]
+        problems = []
+        for var in sorted(meta.find_undeclared_variables(parsed) - allowed):
+            line = _line_of(source, var)
+            problems.append(
+                f"{path}:{line}: unknown variable {var!r} (known: {', '.join(sorted(allowed))})"
+            )
+        if not problems:
+            try:
+                self._env.get_template(relative).render(SAMPLE_CONTEXT)
+            except jinja2.TemplateError as exc:
+                problems.append(f"{path}: does not render: {exc}")
+        return problems
+
+
+def _line_of(source: str, name: str) -> int:
+    found = re.search(r"\b" + re.escape(name) + r"\b", source)
+    return source.count("\n", 0, found.start()) + 1 if found else 1
