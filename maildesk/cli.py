@@ -17,6 +17,7 @@ from rich.table import Table
 from maildesk import db, queries
 from maildesk.errors import ConfigError, MaildeskError
 from maildesk.settings import Settings, load_settings
+from maildesk.spam.cli import spam_app
 
 app = typer.Typer(
     help="maildesk: the email-first helpdesk daemon.",
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(spam_app, name="spam", help="Spam filter: train, score, evaluate.")
 console = Console()
 err = Console(stderr=True)
 
@@ -79,7 +81,7 @@ def check() -> None:
     except MaildeskError as exc:
         problems.append(str(exc))
     for problem in problems:
-        err.print(problem, markup=False, highlight=False)
+        print(problem, file=sys.stderr)
     if problems:
         raise typer.Exit(1)
     console.print(
@@ -223,15 +225,6 @@ def db_upgrade() -> None:
     console.print(f"database at {after} (was {before or 'empty'})")
 
 
-def _mount_optional() -> None:
-    try:
-        from maildesk.spam.cli import spam_app
-    except ImportError:
-        return
-    app.add_typer(spam_app, name="spam", help="Spam filter: train, score, evaluate.")
-
-
-_mount_optional()
 
 
 def main() -> None:
@@ -239,7 +232,7 @@ def main() -> None:
         app()
     except MaildeskError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            err.print(f"maildesk: {line}", markup=False, highlight=False)
+            print(f"maildesk: {line}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

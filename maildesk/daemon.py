@@ -56,6 +56,7 @@ def reload_if_changed(live: LiveConfig) -> None:
 
 
 async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = None) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     runtime = load_runtime(settings)  # ConfigError: refuse to start, with file:line
     engine = make_engine(settings.effective_database_url)
     require_current_schema(engine)

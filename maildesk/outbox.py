@@ -41,6 +41,7 @@ class MaildirTransport:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._box = mailbox.Maildir(str(path), create=True)
 
     async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None:

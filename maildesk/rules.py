@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from maildesk.errors import ConfigError
 from maildesk.parse import InboundMail
-from maildesk.yamlfile import load_yaml, validate
+from maildesk.yamlfile import line_of, load_yaml, validate
 
 Priority = Literal["low", "normal", "high", "urgent"]
 
@@ -95,27 +95,36 @@ class RulesConfig(_Strict):
     rules: tuple[Rule, ...] = ()
     defaults: Defaults = Field(default_factory=Defaults)
 
-    @model_validator(mode="after")
-    def _cross_check(self) -> RulesConfig:
+    def cross_check(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Names that must refer to each other: (location in the YAML, problem)."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
         emails = [s.email for s in self.staff]
-        dupes = {e for e in emails if emails.count(e) > 1}
-        if dupes:
-            raise ValueError(f"staff listed twice: {', '.join(sorted(dupes))}")
-        known = set(emails)
-        for member in self.staff:
+        for i, member in enumerate(self.staff):
+            if emails.index(member.email) != i:
+                problems.append((("staff", i, "email"), f"{member.email} is listed twice"))
             for group in member.groups:
                 if group not in self.groups:
-                    raise ValueError(f"staff {member.email}: unknown group {group!r}")
-        targets: list[tuple[str, str | None, str | None]] = [
-            (f"rule {r.name!r}", r.then.assign_group, r.then.assign) for r in self.rules
+                    problems.append((("staff", i, "groups"), f"unknown group {group!r}"))
+        targets: list[tuple[tuple[str | int, ...], str | None, str | None]] = [
+            (("rules", i, "then"), r.then.assign_group, r.then.assign)
+            for i, r in enumerate(self.rules)
         ]
-        targets.append(("defaults", self.defaults.assign_group, self.defaults.assign))
-        for where, target_group, person in targets:
+        targets.append((("defaults",), self.defaults.assign_group, self.defaults.assign))
+        for loc, target_group, person in targets:
             if target_group is not None and target_group not in self.groups:
-                raise ValueError(f"{where}: unknown group {target_group!r}")
-            if person is not None and person.lower() not in known:
-                raise ValueError(f"{where}: {person!r} is not in staff")
-        return self
+                known = ", ".join(self.groups) or "none defined"
+                problems.append(
+                    ((*loc, "assign_group"), f"unknown group {target_group!r} (groups: {known})")
+                )
+            if person is not None and person.lower() not in emails:
+                problems.append(((*loc, "assign"), f"{person!r} is not in staff"))
+        for i, rule in enumerate(self.rules):
+            for j, address in enumerate(rule.then.notify):
+                if address.lower() not in emails:
+                    problems.append(
+                        (("rules", i, "then", "notify", j), f"{address!r} is not in staff")
+                    )
+        return problems
 
     def member(self, address: str) -> StaffMember | None:
         address = address.lower()
@@ -132,7 +141,17 @@ class RulesConfig(_Strict):
 def load_rules(path: Path) -> RulesConfig:
     if not path.exists():
         raise ConfigError(f"{path}: file not found (copy rules.yaml from the repository)")
-    return validate(RulesConfig, load_yaml(path), path)
+    data = load_yaml(path)
+    config = validate(RulesConfig, data, path)
+    problems = config.cross_check()
+    if problems:
+        raise ConfigError(
+            [
+                f"{path}:{line_of(data, loc)}: {'.'.join(map(str, loc))}: {msg}"
+                for loc, msg in problems
+            ]
+        )
+    return config
 
 
 @dataclass(frozen=True)

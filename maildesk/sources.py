@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mailbox
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,22 +14,25 @@ def _is_maildir(path: Path) -> bool:
     return all((path / sub).is_dir() for sub in ("cur", "new", "tmp"))
 
 
-def _is_mbox(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(5)
-    return head == b"From "
+# An mbox envelope line: "From sender@host Thu Aug 22 12:36:23 2002" (after a blank line).
+_ENVELOPE_RE = re.compile(rb"(?:\A|\n\n)From \S+ +[A-Z][a-z]{2} [A-Z][a-z]{2} +\d")
 
 
 def _from_file(path: Path) -> Iterator[tuple[str, bytes]]:
-    if _is_mbox(path):
-        box = mailbox.mbox(str(path), create=False)
-        try:
-            for key in box.iterkeys():
-                yield f"{path}#{key}", box.get_bytes(key)
-        finally:
-            box.close()
-    else:
-        yield str(path), path.read_bytes()
+    data = path.read_bytes()
+    if not data.startswith(b"From "):
+        yield str(path), data
+        return
+    if len(_ENVELOPE_RE.findall(data)) <= 1:
+        # One saved mail with an envelope line: drop that line, keep the rest byte for byte.
+        yield str(path), data.split(b"\n", 1)[1] if b"\n" in data else b""
+        return
+    box = mailbox.mbox(str(path), create=False)
+    try:
+        for key in box.iterkeys():
+            yield f"{path}#{key}", box.get_bytes(key)
+    finally:
+        box.close()
 
 
 def iter_messages(paths: Sequence[Path]) -> Iterator[tuple[str, bytes]]:
