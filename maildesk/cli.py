@@ -113,11 +113,14 @@ def ingest(
 @app.command()
 def tickets(
     status: Annotated[str | None, typer.Option(help="Only tickets with this status.")] = None,
+    spam: Annotated[bool, typer.Option("--spam", help="The spam quarantine instead.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """List tickets."""
-    rows = queries.list_tickets(_engine(load_settings()), status=status, limit=limit)
+    rows = queries.list_tickets(
+        _engine(load_settings()), status="spam" if spam else status, limit=limit
+    )
     if as_json:
         print(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
         return
@@ -158,7 +161,8 @@ def show(
         highlight=False,
     )
     for m in data["messages"]:
-        console.rule(f"{m['created_at']}  {m['direction']} {m['kind']} from {m['from_addr']}")
+        spam = f"  spam {m['spam_probability']:.3f} ({m['spam_band']})" if m["spam_band"] else ""
+        console.rule(f"{m['created_at']}  {m['direction']} {m['kind']} from {m['from_addr']}{spam}")
         console.print(m["body_text"][:2000] or m["subject"], markup=False, highlight=False)
         for a in m["attachments"]:
             console.print(
@@ -223,8 +227,6 @@ def db_upgrade() -> None:
     engine = db.make_engine(settings.effective_database_url)
     before, after = db.upgrade(engine)
     console.print(f"database at {after} (was {before or 'empty'})")
-
-
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ from maildesk.parsepool import ParserPool
 from maildesk.processor import Processor
 from maildesk.runtime import Runtime, load_runtime
 from maildesk.settings import Settings, split_host_port
+from maildesk.spam.live import LiveSpamFilter
+from maildesk.spam.model import SpamThresholds
 from maildesk.spool import Spool
 
 log = logging.getLogger("maildesk")
@@ -71,7 +73,13 @@ async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = N
         backoff=settings.outbox_backoff_seconds,
         backoff_max=settings.outbox_backoff_max_seconds,
     )
-    processor = Processor(engine, live.current, parser, on_committed=sender.wake.set)
+    spam = LiveSpamFilter(
+        settings.spam_model_path,
+        SpamThresholds(settings.spam_ham_below, settings.spam_spam_above),
+    )
+    processor = Processor(
+        engine, live.current, parser, on_committed=sender.wake.set, spam_filter=spam.current
+    )
     spool = Spool(engine, on_stored=processor.wake.set)
     loop = asyncio.get_running_loop()
     spool.start()
@@ -96,6 +104,7 @@ async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = N
 
     async def reload_config() -> None:
         await asyncio.to_thread(reload_if_changed, live)
+        await asyncio.to_thread(spam.reload_if_changed)
 
     scheduler = AsyncIOScheduler(event_loop=loop)
     scheduler.add_job(wake_processor, "interval", seconds=5, id="spool-scan")

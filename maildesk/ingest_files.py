@@ -13,6 +13,7 @@ from maildesk.parsepool import ParserPool
 from maildesk.processor import DrainStats, Processor
 from maildesk.runtime import Runtime
 from maildesk.sources import count_messages, iter_messages
+from maildesk.spam.model import SpamFilter, SpamThresholds
 from maildesk.spool import Spool
 
 CHUNK = 200
@@ -25,7 +26,11 @@ async def ingest_paths(
     task = progress.add_task("ingesting", total=total) if progress else None
     parser = ParserPool(timeout=runtime.settings.parse_timeout_seconds)
     spool = Spool(engine)
-    processor = Processor(engine, lambda: runtime, parser)
+    settings = runtime.settings
+    spam = SpamFilter.load(
+        settings.spam_model_path, SpamThresholds(settings.spam_ham_below, settings.spam_spam_above)
+    )
+    processor = Processor(engine, lambda: runtime, parser, spam_filter=lambda: spam)
     spool.start()
     stats = DrainStats()
 

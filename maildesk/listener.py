@@ -52,9 +52,17 @@ class IntakeHandler:
         return f"{OK} queued as {inbound_id}"
 
 
+class IntakeSMTP(SMTP):
+    """RFC 5321 caps lines at 1,000 octets, but real senders (HTML mailers, spam, bad
+    clients) exceed it; refusing would bounce a customer's mail. Postfix accepts such
+    lines too. Keep them byte for byte; the message size limit still bounds the total."""
+
+    line_length_limit = 1024 * 1024
+
+
 def make_smtp_factory(handler: IntakeHandler, max_message_bytes: int, hostname: str) -> Any:
     def factory() -> SMTP:
-        return SMTP(
+        return IntakeSMTP(
             handler,
             data_size_limit=max_message_bytes,
             enable_SMTPUTF8=True,

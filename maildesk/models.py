@@ -93,6 +93,9 @@ class Message(SQLModel, table=True):
     body_text: str = Field(default="", sa_column=Column(Text, nullable=False))
     body_html: str | None = Field(default=None, sa_column=Column(Text))
     defects: str = Field(default="", sa_column=Column(Text, nullable=False))
+    spam_probability: float | None = None  # None: not scored (cold start, staff token)
+    spam_band: str | None = Field(default=None, max_length=10)
+    spam_model: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 

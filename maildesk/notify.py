@@ -106,7 +106,9 @@ def build_mails(
                 from_addr=sender.address,
                 from_name=sender.name,
                 to=(staff,),
-                subject=subject,
+                subject=f"[possible spam] {subject}"
+                if intent.event == "possible_spam"
+                else subject,
                 body=body,
                 now=now,
                 in_reply_to=mail.message_id,

@@ -60,8 +60,12 @@ class Workload:
     last_assigned: Mapping[str, str]  # group -> last staff picked (round robin)
 
 
+SpamBand = Literal["ham", "unsure", "spam"]
+
+
 @dataclass(frozen=True)
 class NewTicket:
+    status: Literal["new", "held", "spam"]
     subject: str
     requester: str
     requester_name: str
@@ -83,7 +87,7 @@ class MailIntent:
     template: Literal["confirmation", "notification"]
     recipients: tuple[str, ...]
     language: str
-    event: Literal["new", "reply", "reopened"]
+    event: Literal["new", "reply", "reopened", "possible_spam"]
 
 
 @dataclass(frozen=True)
@@ -123,12 +127,14 @@ def decide(
     workload: Workload,
     policy: Policy,
     now: datetime,
+    spam: SpamBand = "ham",
 ) -> Decision:
+    """Spam only matters for new tickets: a participant's reply is never quarantined."""
     if kind.kind == "bounce":
         return _bounce(mail, thread)
     if thread.ticket is not None:
         return _append(mail, kind, thread.ticket, policy)
-    return _new_ticket(mail, kind, thread, sender, workload, policy, now)
+    return _new_ticket(mail, kind, thread, sender, workload, policy, now, spam)
 
 
 def _bounce(mail: InboundMail, thread: ThreadMatch) -> Decision:
@@ -191,6 +197,7 @@ def _new_ticket(
     workload: Workload,
     policy: Policy,
     now: datetime,
+    spam: SpamBand,
 ) -> Decision:
     result = evaluate(policy.rules, mail)
     assignee = result.assignee
@@ -204,6 +211,7 @@ def _new_ticket(
     level = policy.sla.level_for(mail, result.sla)
     language = detect_language(f"{mail.subject}\n{mail.text}", policy.default_language)
     ticket = NewTicket(
+        status="spam" if spam == "spam" else "held" if spam == "unsure" else "new",
         subject=clean_subject(mail.subject) or "(no subject)",
         requester=mail.from_addr,
         requester_name=mail.from_name,
@@ -228,21 +236,29 @@ def _new_ticket(
         events.append(("thread", f"mail named ticket {refused} but its sender is not on it"))
 
     mails: list[MailIntent] = []
-    if not kind.may_auto_reply:
-        events.append(("no_confirmation", "; ".join(kind.reasons) or kind.kind))
-    elif sender.suppressed:
-        events.append(("no_confirmation", f"{mail.from_addr} hard-bounced recently"))
-    elif sender.auto_replies_last_hour >= policy.auto_reply_limit_per_hour:
-        events.append(
-            (
-                "no_confirmation",
-                f"{policy.auto_reply_limit_per_hour} automatic replies "
-                f"to {mail.from_addr} in the last hour",
-            )
+    notify = _staff_to_notify(assignee, result.notify, policy.rules, exclude=mail.from_addr)
+    if spam == "spam":
+        # Quarantined: no confirmation (backscatter to forged senders), no one woken.
+        events.append(("spam", "scored spam: quarantined"))
+        return Decision(
+            action="new_ticket", message_kind="customer", new_ticket=ticket, events=tuple(events)
         )
+    if spam == "unsure":
+        # Held: staff decide; the confirmation goes out when it is released as ham.
+        events.append(("spam", "scored unsure: held for a staff decision"))
+        mails = [MailIntent("notification", notify, "en", "possible_spam")] if notify else []
+        return Decision(
+            action="new_ticket",
+            message_kind="customer",
+            new_ticket=ticket,
+            mails=tuple(mails),
+            events=tuple(events),
+        )
+    refusal = confirmation_refusal(kind, sender, policy, mail.from_addr)
+    if refusal:
+        events.append(("no_confirmation", refusal))
     else:
         mails.append(MailIntent("confirmation", (mail.from_addr,), language, "new"))
-    notify = _staff_to_notify(assignee, result.notify, policy.rules, exclude=mail.from_addr)
     if notify:
         mails.append(MailIntent("notification", notify, "en", "new"))
     return Decision(
@@ -252,6 +268,19 @@ def _new_ticket(
         mails=tuple(mails),
         events=tuple(events),
     )
+
+
+def confirmation_refusal(
+    kind: Classification, sender: SenderFacts, policy: Policy, address: str
+) -> str | None:
+    """Why no automatic confirmation may go to this sender (DESIGN invariant 4), or None."""
+    if not kind.may_auto_reply:
+        return "; ".join(kind.reasons) or kind.kind
+    if sender.suppressed:
+        return f"{address} hard-bounced recently"
+    if sender.auto_replies_last_hour >= policy.auto_reply_limit_per_hour:
+        return f"{policy.auto_reply_limit_per_hour} automatic replies to {address} in the last hour"
+    return None
 
 
 def _staff_to_notify(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -25,7 +26,11 @@ from maildesk.models import Inbound
 from maildesk.parse import InboundMail
 from maildesk.parsepool import ParseFailure, ParserPool
 from maildesk.pipeline import decide
+from maildesk.replytoken import verify
 from maildesk.runtime import Runtime
+
+if TYPE_CHECKING:
+    from maildesk.spam import SpamFilter
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +46,21 @@ class DrainStats:
     failed: int = 0
 
 
+def on_staff_token(mail: InboundMail, envelope_to: str, runtime: Runtime) -> bool:
+    """Mail to a reply address minted for its (staff) sender: not scored for spam."""
+    if runtime.rules.member(mail.from_addr) is None:
+        return False
+    candidates = [a for a in envelope_to.split(",") if a] + list(mail.to) + list(mail.cc)
+    return any(verify(a, mail.from_addr, runtime.hmac_key) for a in candidates)
+
+
 def process_one(
     session: Session,
     inbound_id: int,
     parsed: InboundMail | ParseFailure,
     runtime: Runtime,
     now: datetime,
+    spam_filter: SpamFilter | None = None,
 ) -> tuple[str, int | None]:
     """The flow of one mail (DESIGN.md): dedupe, classify, thread, decide, store."""
     row = session.exec(
@@ -68,6 +82,9 @@ def process_one(
 
     kind = classify(mail, row.envelope_from, frozenset(runtime.settings.support_addresses))
     thread = store.lookup_thread(session, mail, kind, runtime.rules)
+    verdict = None
+    if spam_filter is not None and not on_staff_token(mail, row.envelope_to, runtime):
+        verdict = spam_filter.score(mail)
     decision = decide(
         mail,
         kind,
@@ -76,8 +93,9 @@ def process_one(
         store.workload(session),
         runtime.policy,
         now,
+        spam=verdict.band if verdict else "ham",
     )
-    ticket_id = store.apply(session, decision, row, mail, runtime, now)
+    ticket_id = store.apply(session, decision, row, mail, runtime, now, spam=verdict)
     row.status, row.ticket_id = "done", ticket_id
     if ticket_id is None:
         row.error = "delivery report for a mail we do not know; kept, no ticket"
@@ -92,9 +110,11 @@ class Processor:
         runtime: Callable[[], Runtime],
         parser: ParserPool,
         on_committed: Callable[[], None] | None = None,
+        spam_filter: Callable[[], SpamFilter] | None = None,
     ) -> None:
         self._engine = engine
         self._runtime = runtime
+        self._spam_filter = spam_filter
         self._parser = parser
         self._on_committed = on_committed
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
@@ -155,13 +175,16 @@ class Processor:
         self, items: list[tuple[int, InboundMail | ParseFailure]]
     ) -> list[tuple[str, int | None]]:
         runtime = self._runtime()
+        spam_filter = self._spam_filter() if self._spam_filter else None
         now = datetime.now(UTC)
         results: list[tuple[str, int | None]] = []
         with Session(self._engine) as session:
             for inbound_id, parsed in items:
                 try:
                     with session.begin_nested():
-                        results.append(process_one(session, inbound_id, parsed, runtime, now))
+                        results.append(
+                            process_one(session, inbound_id, parsed, runtime, now, spam_filter)
+                        )
                 except Exception as exc:
                     # IntegrityError included: a concurrent instance stored the same
                     # Message-ID first, and the next pass records it as a duplicate.

@@ -40,6 +40,8 @@ def list_tickets(
         query = select(Ticket).order_by(col(Ticket.id).desc()).limit(limit)
         if status:
             query = query.where(Ticket.status == status)
+        else:  # the quarantine is listed only on request (`--spam`)
+            query = query.where(Ticket.status != "spam")
         return [_ticket_dict(t) for t in session.exec(query).all()]
 
 
@@ -85,6 +87,9 @@ def show_ticket(engine: Engine, tid: str) -> dict[str, Any]:
                     "subject": m.subject,
                     "body_text": m.body_text,
                     "defects": m.defects,
+                    "spam_probability": m.spam_probability,
+                    "spam_band": m.spam_band,
+                    "spam_model": m.spam_model,
                     "created_at": m.created_at,
                     "inbound_id": m.inbound_id,
                     "attachments": by_message.get(m.id or 0, []),

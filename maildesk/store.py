@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -27,6 +28,7 @@ from maildesk.notify import build_mails
 from maildesk.parse import InboundMail
 from maildesk.pipeline import (
     Decision,
+    MailIntent,
     SenderFacts,
     ThreadMatch,
     TicketState,
@@ -36,6 +38,9 @@ from maildesk.pipeline import (
 from maildesk.rules import RulesConfig
 from maildesk.runtime import Runtime
 from maildesk.tid import find_tid
+
+if TYPE_CHECKING:
+    from maildesk.spam import SpamVerdict
 
 OPEN_STATUSES = ("new", "open", "pending")
 
@@ -167,6 +172,7 @@ def apply(
     mail: InboundMail,
     runtime: Runtime,
     now: datetime,
+    spam: SpamVerdict | None = None,
 ) -> int | None:
     """Write the decision: ticket, message, participants, events, outbox. Returns the ticket."""
     if decision.action == "orphan_bounce":
@@ -177,7 +183,7 @@ def apply(
         new = decision.new_ticket
         ticket = Ticket(
             subject=new.subject,
-            status="new",
+            status=new.status,
             priority=new.priority,
             category=new.category,
             requester=new.requester,
@@ -237,6 +243,9 @@ def apply(
         body_text=mail.text,
         body_html=mail.html,
         defects=", ".join(mail.defects),
+        spam_probability=spam.probability if spam else None,
+        spam_band=spam.band if spam and spam.scored else None,
+        spam_model=spam.model_version if spam else None,
         created_at=now,
     )
     session.add(message)
@@ -256,10 +265,25 @@ def apply(
         )
     _suppress(session, decision.suppress, runtime, now)
 
-    state = ticket_state(session, ticket)
+    queue_mails(
+        session, ticket_state(session, ticket), mail, decision.mails, runtime, now, rules_fired
+    )
+    return ticket.id
+
+
+def queue_mails(
+    session: Session,
+    ticket: TicketState,
+    mail: InboundMail,
+    intents: tuple[MailIntent, ...],
+    runtime: Runtime,
+    now: datetime,
+    rules_fired: tuple[str, ...] = (),
+) -> None:
+    """Render the intents and put them in the outbox, in the caller's transaction."""
     for intent, out in build_mails(
-        decision.mails,
-        state,
+        intents,
+        ticket,
         mail,
         runtime.templates,
         runtime.rules,
@@ -294,7 +318,6 @@ def apply(
                     created_at=now,
                 )
             )
-    return ticket.id
 
 
 def _suppress(

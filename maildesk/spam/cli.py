@@ -290,3 +290,51 @@ def print_report(mode: str, result: EvalReport, thresholds: SpamThresholds) -> N
         )
     if result.train_seconds is not None:
         out.print(f"training {result.train_seconds:.2f} s for {result.train_mails} mails")
+
+
+@spam_app.command()
+def mark(
+    tid: Annotated[str, typer.Argument(help="The ticket: [MD-42], MD-42 or 42")],
+    verdict: Annotated[str, typer.Argument(help="spam or ham")],
+    model: ModelOption = None,
+) -> None:
+    """Staff decision: quarantine a ticket as spam, or release it as ham.
+
+    Releasing a held or quarantined ticket sends the confirmation that was held
+    back; either way the model learns the decision.
+    """
+    import getpass
+    from datetime import UTC, datetime
+
+    from sqlmodel import Session
+
+    from maildesk.db import make_engine, require_current_schema
+    from maildesk.quarantine import mark_ticket
+    from maildesk.runtime import load_runtime
+    from maildesk.spam.model import SpamFilter
+    from maildesk.tid import parse_tid
+
+    with _user_errors():
+        if verdict not in ("spam", "ham"):
+            raise ValueError(f"verdict must be 'spam' or 'ham', not {verdict!r}")
+        number = parse_tid(tid)
+        if number is None:
+            raise ValueError(f"{tid!r} is not a ticket ID (expected [MD-42], MD-42 or 42)")
+        settings = load_settings()
+        path, thresholds = _settings_paths(model)
+        runtime = load_runtime(settings)
+        engine = make_engine(settings.effective_database_url)
+        require_current_schema(engine)
+        spam_filter = SpamFilter.load(path, thresholds)
+        with Session(engine) as session:
+            result = mark_ticket(
+                session,
+                number,
+                verdict == "spam",
+                runtime,
+                spam_filter,
+                actor=f"cli:{getpass.getuser()}",
+                now=datetime.now(UTC),
+            )
+            session.commit()
+        out.print(result)

@@ -1,0 +1,97 @@
+"""Staff decisions on spam: quarantine a ticket, or release it as ham.
+
+`mark_ticket` is what `maildesk spam mark` calls, and what the staff `#spam` /
+`#ham` mail commands will call: it learns from the decision (never from the
+filter's own verdicts) and, on release, sends the confirmation that was held.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session, col, select
+
+from maildesk import store
+from maildesk.classify import classify
+from maildesk.errors import NotFound
+from maildesk.models import Event, Inbound, Message, Ticket
+from maildesk.parse import InboundMail, parse_mail
+from maildesk.pipeline import MailIntent, confirmation_refusal
+from maildesk.runtime import Runtime
+from maildesk.tid import format_tid
+
+if TYPE_CHECKING:
+    from maildesk.spam import SpamFilter
+
+QUARANTINE = "spam"
+HELD = "held"
+
+
+def _first_mail(session: Session, ticket_id: int) -> tuple[Inbound, InboundMail]:
+    row = session.exec(
+        select(Inbound)
+        .join(Message, col(Message.inbound_id) == col(Inbound.id))
+        .where(Message.ticket_id == ticket_id, Message.direction == "in")
+        .order_by(col(Message.id))
+        .limit(1)
+    ).first()
+    if row is None:
+        raise NotFound(f"{format_tid(ticket_id)} has no stored mail to learn from")
+    return row, parse_mail(bytes(row.raw))
+
+
+def mark_ticket(
+    session: Session,
+    ticket_id: int,
+    is_spam: bool,
+    runtime: Runtime,
+    spam_filter: SpamFilter,
+    actor: str,
+    now: datetime,
+) -> str:
+    """Apply a staff decision in the caller's transaction; returns what happened, in words."""
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"no ticket {format_tid(ticket_id)}")
+    inbound, mail = _first_mail(session, ticket_id)
+    spam_filter.learn([mail], [is_spam])
+    tid = format_tid(ticket_id)
+    previous = ticket.status
+    if is_spam:
+        if previous != QUARANTINE:
+            ticket.status = QUARANTINE
+            _event(session, ticket_id, actor, "spam", f"{previous} -> spam (marked by staff)", now)
+        session.add(ticket)
+        return f"{tid} is spam: quarantined, model learned it"
+    if previous not in (QUARANTINE, HELD):
+        _event(session, ticket_id, actor, "ham", "confirmed not spam", now)
+        return f"{tid} was not held; model learned it as ham"
+    ticket.status = "new"
+    ticket.updated_at = now
+    session.add(ticket)
+    _event(session, ticket_id, actor, "status", f"{previous} -> new (released as ham)", now)
+    state = store.ticket_state(session, ticket)
+    intents: list[MailIntent] = []
+    kind = classify(mail, inbound.envelope_from, frozenset(runtime.settings.support_addresses))
+    refusal = confirmation_refusal(
+        kind, store.sender_facts(session, mail.from_addr, now), runtime.policy, mail.from_addr
+    )
+    if refusal:
+        _event(session, ticket_id, actor, "no_confirmation", refusal, now)
+    else:
+        intents.append(MailIntent("confirmation", (mail.from_addr,), ticket.language, "new"))
+    if previous == QUARANTINE:  # staff were never told about it
+        notify = [ticket.assignee] if ticket.assignee else [m.email for m in runtime.rules.admins]
+        recipients = tuple(a for a in notify if a and a != actor)
+        if recipients:
+            intents.append(MailIntent("notification", recipients, "en", "new"))
+    store.queue_mails(session, state, mail, tuple(intents), runtime, now)
+    sent = "confirmation queued" if not refusal else f"no confirmation ({refusal})"
+    return f"{tid} released as ham: {sent}; model learned it"
+
+
+def _event(
+    session: Session, ticket_id: int, actor: str, kind: str, detail: str, now: datetime
+) -> None:
+    session.add(Event(ticket_id=ticket_id, at=now, actor=actor, kind=kind, detail=detail))
