@@ -36,7 +36,14 @@ MAX_MIME_DEPTH = 20
 MAX_MIME_PARTS = 500
 
 _MSGID_RE = re.compile(r"<([^<>\s]+)>")
-_FALLBACK_CHARSETS = ("utf-8", "windows-1251", "koi8-r", "latin-1")
+# Labels whose real-world content is a superset of what they name.
+_CHARSET_ALIASES = {
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "iso-8859-1": "windows-1252",
+    "us-ascii": "windows-1252",
+}
 
 
 @dataclass(frozen=True)
@@ -109,16 +116,16 @@ def parse_mail(raw: bytes) -> InboundMail:
 
     headers = tuple((k.lower(), decode_header_value(v)) for k, v in message.items())
     from_name, from_addr = _first_address(message.get_all("from", []))
-    text_parts: list[str] = []
-    html_parts: list[str] = []
+    # Bodies are decoded here, not by mail-parser: it falls back to UTF-8 with errors
+    # ignored when a charset is missing or unknown, which silently drops Russian text.
+    text_parts, html_parts = _bodies(message)
     attachments: list[Attachment] = []
     if parsed is not None:
-        text_parts = [t for t in parsed.text_plain if t.strip()]
-        html_parts = [h for h in parsed.text_html if h.strip()]
+        if not text_parts and not html_parts:  # e.g. text recovered from a broken epilogue
+            text_parts = [t for t in parsed.text_plain if t.strip()]
+            html_parts = [h for h in parsed.text_html if h.strip()]
         attachments = _attachments(parsed.attachments)
         defects.extend(sorted(parsed.defects_categories))
-    if not text_parts and not html_parts:
-        text_parts, html_parts = _bodies_by_hand(message)
     html = "\n".join(html_parts) if html_parts else None
     text = "\n\n".join(text_parts) if text_parts else (html_to_text(html) if html else "")
 
@@ -186,15 +193,13 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     """Decode with the declared charset; unknown or wrong ones fall back, never raising."""
     if charset:
         try:
-            return data.decode(charset)
+            return data.decode(_CHARSET_ALIASES.get(charset.lower(), charset))
         except (LookupError, UnicodeDecodeError):
             pass
-    for candidate in _FALLBACK_CHARSETS[:1]:
-        try:
-            return data.decode(candidate)
-        except UnicodeDecodeError:
-            pass
-    return data.decode(guess_cyrillic(data), errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode(guess_cyrillic(data), errors="replace")
 
 
 def guess_cyrillic(data: bytes) -> str:
@@ -277,12 +282,16 @@ def safe_filename(name: str) -> str:
     return name[:200] or "attachment"
 
 
-def _bodies_by_hand(message: email.message.Message) -> tuple[list[str], list[str]]:
-    """Fallback body extraction with the stdlib when mail-parser found nothing."""
+def _bodies(message: email.message.Message) -> tuple[list[str], list[str]]:
+    """Inline text/plain and text/html parts, decoded with charset fallbacks."""
     text: list[str] = []
     html: list[str] = []
     for part in message.walk():
         if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        if part.get_content_disposition() == "attachment" or part.get_filename():
+            continue
+        if part.get_content_subtype() not in ("plain", "html"):
             continue
         try:
             data = part.get_payload(decode=True)

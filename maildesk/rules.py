@@ -185,7 +185,8 @@ def _in_domains(domain: str, domains: tuple[str, ...]) -> bool:
 
 
 def evaluate(config: RulesConfig, mail: InboundMail) -> RuleResult:
-    """Apply rules in order; later rules fill what earlier ones left unset; `stop` ends."""
+    """Apply matching rules in order, each setting what it names (a later rule overrides
+    an earlier one, as in a list read top to bottom); `stop: true` ends the list."""
     group: str | None = None
     assignee: str | None = None
     priority: str | None = None
@@ -198,11 +199,11 @@ def evaluate(config: RulesConfig, mail: InboundMail) -> RuleResult:
             continue
         fired.append(rule.name)
         then = rule.then
-        group = group or then.assign_group
-        assignee = assignee or (then.assign.lower() if then.assign else None)
-        priority = priority or then.priority
-        category = category or then.category
-        sla = sla or then.sla
+        if then.assign_group or then.assign:
+            group, assignee = then.assign_group, then.assign.lower() if then.assign else None
+        priority = then.priority or priority
+        category = then.category or category
+        sla = then.sla or sla
         notify.extend(n.lower() for n in then.notify)
         if rule.stop:
             break

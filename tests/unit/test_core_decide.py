@@ -1,0 +1,215 @@
+"""The pure decision core: rules, assignment, and `decide` over every kind of mail."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from maildesk.classify import classify
+from maildesk.errors import ConfigError
+from maildesk.parse import parse_mail
+from maildesk.pipeline import (
+    Decision,
+    Policy,
+    SenderFacts,
+    ThreadMatch,
+    TicketState,
+    Workload,
+    decide,
+)
+from maildesk.rules import evaluate, load_rules, pick_assignee
+from maildesk.sla import load_sla
+
+REPO = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+RULES = load_rules(REPO / "rules.yaml")
+POLICY = Policy(
+    rules=RULES,
+    sla=load_sla(REPO / "sla.yaml"),
+    own_addresses=frozenset({"support@localhost"}),
+    default_language="en",
+    auto_reply_limit_per_hour=10,
+)
+FRESH = SenderFacts(auto_replies_last_hour=0, suppressed=False)
+IDLE = Workload(open_counts={}, last_assigned={})
+
+
+def mail(
+    sender: str = "ann@customer.org",
+    subject: str = "Help",
+    headers: str = "",
+    body: str = "Please help me with my account, it does not work.",
+) -> object:
+    return parse_mail(
+        f"From: {sender}\r\nTo: support@localhost\r\nSubject: {subject}\r\n"
+        f"Message-ID: <m@x>\r\n{headers}\r\n{body}\r\n".encode()
+    )
+
+
+def run(
+    m: object,
+    thread: ThreadMatch | None = None,
+    sender: SenderFacts = FRESH,
+    spam: str = "ham",
+    envelope: str = "ann@customer.org",
+) -> Decision:
+    kind = classify(m, envelope, POLICY.own_addresses)  # type: ignore[arg-type]
+    return decide(
+        m,
+        kind,
+        thread or ThreadMatch(None, "none"),
+        sender,
+        IDLE,
+        POLICY,
+        NOW,  # type: ignore[arg-type]
+        spam=spam,
+    )  # type: ignore[arg-type]
+
+
+def ticket(status: str = "open", assignee: str | None = "alice@example.com") -> TicketState:
+    return TicketState(
+        id=7,
+        status=status,
+        subject="Help",
+        requester="ann@customer.org",
+        requester_name="",
+        participants=frozenset({"ann@customer.org"}),
+        assignee=assignee,
+        group="l1",
+        priority="normal",
+        category="general",
+        sla_level="standard",
+        language="en",
+        first_response_due=None,
+    )
+
+
+def test_new_ticket_gets_confirmation_and_staff_notification() -> None:
+    d = run(mail())
+    assert d.action == "new_ticket" and d.new_ticket is not None
+    assert d.new_ticket.status == "new" and d.new_ticket.sla_level == "standard"
+    assert d.new_ticket.first_response_due == NOW + timedelta(hours=24)
+    assert [(i.template, i.recipients) for i in d.mails] == [
+        ("confirmation", ("ann@customer.org",)),
+        ("notification", (d.new_ticket.assignee,)),
+    ]
+
+
+def test_rules_sla_and_language() -> None:
+    d = run(
+        mail(
+            sender="boss@partner.example",
+            subject="Срочно: счёт не пришёл",
+            body="Добрый день, счёт за ноябрь так и не пришёл, пришлите пожалуйста.",
+        )
+    )
+    assert d.new_ticket is not None
+    assert d.new_ticket.priority == "high" and d.new_ticket.sla_level == "partner"
+    assert d.new_ticket.language == "ru"
+    assert "VIP partners" in d.new_ticket.rules_fired
+    billing = run(mail(subject="Invoice 42 is wrong"))
+    assert billing.new_ticket is not None and billing.new_ticket.group == "billing"
+    assert billing.new_ticket.assignee == "bob@example.com"  # only member of billing
+
+
+def test_round_robin_and_least_open() -> None:
+    assert pick_assignee(RULES, "l1", {}, None) == "alice@example.com"
+    assert pick_assignee(RULES, "l1", {}, "alice@example.com") == "bob@example.com"
+    assert pick_assignee(RULES, "l1", {}, "bob@example.com") == "alice@example.com"
+    assert pick_assignee(RULES, "billing", {"bob@example.com": 3}, None) == "bob@example.com"
+
+
+def test_reply_appends_and_reopens_closed() -> None:
+    for status, reopen in (("open", False), ("resolved", True), ("closed", True)):
+        d = run(mail(subject="Re: [MD-7] Help"), ThreadMatch(ticket(status), "tid"))
+        assert (d.action, d.reopen) == ("append", reopen)
+        assert [i.event for i in d.mails] == ["reopened" if reopen else "reply"]
+        assert not any(i.template == "confirmation" for i in d.mails)
+
+
+def test_auto_reply_never_changes_a_ticket() -> None:
+    d = run(mail(headers="Auto-Submitted: auto-replied\r\n"), ThreadMatch(ticket("closed"), "tid"))
+    assert d.action == "append" and d.message_kind == "auto_reply"
+    assert not d.reopen and d.mails == ()
+
+
+def test_auto_reply_without_ticket_creates_one_without_confirmation() -> None:
+    d = run(mail(headers="Auto-Submitted: auto-generated\r\n"))
+    assert d.action == "new_ticket"
+    assert [i.template for i in d.mails] == ["notification"]
+
+
+@pytest.mark.parametrize(
+    ("facts", "reason"),
+    [(SenderFacts(10, False), "10 automatic replies"), (SenderFacts(0, True), "hard-bounced")],
+)
+def test_no_confirmation_over_the_cap_or_after_a_bounce(facts: SenderFacts, reason: str) -> None:
+    d = run(mail(), sender=facts)
+    assert [i.template for i in d.mails] == ["notification"]
+    assert any(k == "no_confirmation" and reason in v for k, v in d.events)
+
+
+def test_spam_bands() -> None:
+    spam = run(mail(), spam="spam")
+    assert spam.new_ticket is not None and spam.new_ticket.status == "spam" and spam.mails == ()
+    unsure = run(mail(), spam="unsure")
+    assert unsure.new_ticket is not None and unsure.new_ticket.status == "held"
+    assert [(i.template, i.event) for i in unsure.mails] == [("notification", "possible_spam")]
+    reply = run(mail(), ThreadMatch(ticket(), "tid"), spam="spam")
+    assert reply.action == "append" and reply.message_kind == "customer"
+
+
+def test_refused_thread_is_recorded_on_the_new_ticket() -> None:
+    d = run(
+        mail(sender="mallory@evil.example"),
+        ThreadMatch(None, "none", refused=(7,)),
+        envelope="mallory@evil.example",
+    )
+    assert d.action == "new_ticket"
+    assert ("thread", "mail named ticket 7 but its sender is not on it") in d.events
+
+
+def test_staff_mail_on_a_ticket_is_not_forwarded_or_confirmed() -> None:
+    d = run(
+        mail(sender="alice@example.com"), ThreadMatch(ticket(), "tid"), envelope="alice@example.com"
+    )
+    assert d.message_kind == "staff" and d.mails == ()
+
+
+def test_evaluate_stop_and_defaults() -> None:
+    r = evaluate(RULES, mail(sender="x@partner.example", subject="invoice"))  # type: ignore[arg-type]
+    assert r.fired == ("billing questions", "VIP partners")
+    r = evaluate(RULES, mail())  # type: ignore[arg-type]
+    assert (r.group, r.priority, r.category, r.fired) == ("l1", "normal", "general", ())
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        (
+            "staff: [{name: A, email: a@x.org, groups: [nope]}]\n",
+            ":1: staff.0.groups: unknown group",
+        ),
+        (
+            "staff: []\nrules:\n  - name: r\n    then: {assign: ghost@x.org}\n",
+            ":4: rules.0.then.assign: 'ghost@x.org' is not in staff",
+        ),
+        (
+            "rules:\n  - name: r\n    when: {subject_matches: '(['}\n    then: {}\n",
+            ":3: rules.0.when.subject_matches: invalid regular expression",
+        ),
+        ("staff:\n  - {name: A, email: not-an-address}\n", ":2: staff.0.email: not an email"),
+        ("bogus_key: 1\n", ":1: bogus_key: Extra inputs are not permitted"),
+        ("staff: [\n", ":2:"),
+    ],
+)
+def test_rules_errors_name_file_and_line(tmp_path: Path, yaml_text: str, expected: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as caught:
+        load_rules(path)
+    assert any(p.startswith(str(path)) and expected in p for p in caught.value.problems), (
+        caught.value.problems
+    )
