@@ -14,6 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from maildesk.db import make_engine, require_current_schema
 from maildesk.errors import ConfigError
 from maildesk.listener import IntakeHandler, make_smtp_factory
+from maildesk.metrics import Metrics, StatusServer
 from maildesk.outbox import OutboxSender, transport_from_url
 from maildesk.parsepool import ParserPool
 from maildesk.processor import Processor
@@ -66,26 +67,33 @@ async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = N
     live = LiveConfig(runtime, _config_stamp(settings))
 
     parser = ParserPool(timeout=settings.parse_timeout_seconds)
+    metrics = Metrics()
     sender = OutboxSender(
         engine,
         transport,
         max_attempts=settings.outbox_max_attempts,
         backoff=settings.outbox_backoff_seconds,
         backoff_max=settings.outbox_backoff_max_seconds,
+        metrics=metrics,
     )
     spam = LiveSpamFilter(
         settings.spam_model_path,
         SpamThresholds(settings.spam_ham_below, settings.spam_spam_above),
     )
     processor = Processor(
-        engine, live.current, parser, on_committed=sender.wake.set, spam_filter=spam.current
+        engine,
+        live.current,
+        parser,
+        on_committed=sender.wake.set,
+        spam_filter=spam.current,
+        metrics=metrics,
     )
     spool = Spool(engine, on_stored=processor.wake.set)
     loop = asyncio.get_running_loop()
     spool.start()
 
     host, port = split_host_port(settings.smtp_listen)
-    handler = IntakeHandler(spool, settings.support_addresses)
+    handler = IntakeHandler(spool, settings.support_addresses, metrics)
     try:
         server = await loop.create_server(
             make_smtp_factory(handler, settings.max_message_bytes, settings.hostname), host, port
@@ -95,6 +103,16 @@ async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = N
         parser.close()
         raise ConfigError(f"MAILDESK_SMTP_LISTEN={settings.smtp_listen}: {exc.strerror}") from None
     bound_port = server.sockets[0].getsockname()[1]
+    status = StatusServer(engine, metrics, lambda: {"smtp": f"listening on {host}:{bound_port}"})
+    status_host, status_port = split_host_port(settings.metrics_listen)
+    try:
+        await status.start(status_host, status_port)
+    except OSError as exc:  # the mail keeps flowing without /metrics
+        log.error(
+            "MAILDESK_METRICS_LISTEN=%s: %s; /metrics and /healthz are off",
+            settings.metrics_listen,
+            exc.strerror,
+        )
 
     async def wake_processor() -> None:
         processor.wake.set()
@@ -135,6 +153,7 @@ async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = N
         log.info("maildesk stopping")
         server.close()
         await server.wait_closed()
+        await status.stop()
         scheduler.shutdown(wait=False)
         for task in tasks:
             task.cancel()

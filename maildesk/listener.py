@@ -8,6 +8,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 
+from maildesk.metrics import Metrics
 from maildesk.replytoken import base_address
 from maildesk.spool import Spool
 
@@ -21,8 +22,11 @@ TEMP_FAILURE = "451 4.3.0 Temporary failure storing the message; please retry"
 class IntakeHandler:
     """Accept mail for the support addresses only; answer 250 once it is durably spooled."""
 
-    def __init__(self, spool: Spool, support_addresses: tuple[str, ...]) -> None:
+    def __init__(
+        self, spool: Spool, support_addresses: tuple[str, ...], metrics: Metrics | None = None
+    ) -> None:
         self._spool = spool
+        self._metrics = metrics
         self._accepted = frozenset(a.lower() for a in support_addresses)
 
     async def handle_RCPT(
@@ -49,6 +53,8 @@ class IntakeHandler:
         except Exception as exc:
             log.error("smtp: could not store mail from %s: %s", envelope.mail_from, exc)
             return TEMP_FAILURE
+        if self._metrics:
+            self._metrics.accepted.labels("smtp").inc()
         return f"{OK} queued as {inbound_id}"
 
 

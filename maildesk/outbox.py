@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from maildesk.errors import ConfigError, PermanentError, TransientError
+from maildesk.metrics import Metrics
 from maildesk.models import Outbox
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,9 @@ class OutboxSender:
         max_attempts: int = 30,
         backoff: float = 5.0,
         backoff_max: float = 1800.0,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._engine = engine
         self._transport = transport
         self.max_attempts = max_attempts
@@ -157,14 +160,21 @@ class OutboxSender:
                     await asyncio.to_thread(self._finish, row_id, "failed", str(exc), attempts + 1)
                     log.error("outbox %s: relay refused permanently: %s", row_id, exc)
                     stats.failed += 1
+                    self._count("failed")
                 except TransientError as exc:
                     await asyncio.to_thread(self._retry, row_id, str(exc), attempts + 1)
                     stats.retried += 1
+                    self._count("retry")
                 else:
                     await asyncio.to_thread(self._finish, row_id, "sent", None, attempts + 1)
                     stats.sent += 1
+                    self._count("sent")
             if stats.retried:  # the relay is struggling: leave the rest for the next round
                 return stats
+
+    def _count(self, result: str) -> None:
+        if self._metrics:
+            self._metrics.sent.labels(result).inc()
 
     def _claim(self) -> list[tuple[int, str, list[str], bytes, int]]:
         now = datetime.now(UTC)

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from maildesk import store
 from maildesk.classify import classify
+from maildesk.metrics import Metrics
 from maildesk.models import Inbound
 from maildesk.parse import InboundMail
 from maildesk.parsepool import ParseFailure, ParserPool
@@ -111,7 +112,9 @@ class Processor:
         parser: ParserPool,
         on_committed: Callable[[], None] | None = None,
         spam_filter: Callable[[], SpamFilter] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._engine = engine
         self._runtime = runtime
         self._spam_filter = spam_filter
@@ -151,6 +154,8 @@ class Processor:
                 [(i, p) for (i, _), p in zip(pending, parsed, strict=True)],
             )
             for outcome, ticket_id in results:
+                if self._metrics:
+                    self._metrics.processed.labels(outcome).inc()
                 stats.processed += outcome != "skipped"
                 stats.duplicates += outcome == "duplicate"
                 stats.failed += outcome == "failed"

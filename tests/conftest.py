@@ -197,7 +197,13 @@ def start_daemon(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Da
     def start(**extra: str) -> Daemon:
         port = free_port()
         data = tmp_path / "data"
-        env = base_env(data, database_url, MAILDESK_SMTP_LISTEN=f"127.0.0.1:{port}", **extra)
+        env = base_env(
+            data,
+            database_url,
+            MAILDESK_SMTP_LISTEN=f"127.0.0.1:{port}",
+            MAILDESK_METRICS_LISTEN=f"127.0.0.1:{free_port()}",
+            **extra,
+        )
         maildesk_cli(env, "db", "upgrade")
         daemon = Daemon(env, port, tmp_path / "daemon.log")
         daemon.start()
