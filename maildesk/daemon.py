@@ -7,18 +7,18 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from maildesk.db import make_engine, require_current_schema
 from maildesk.errors import ConfigError
+from maildesk.imap import start_pollers
 from maildesk.listener import IntakeHandler, make_smtp_factory
+from maildesk.liveconfig import LiveConfig
 from maildesk.metrics import Metrics, StatusServer
 from maildesk.outbox import OutboxSender, transport_from_url
 from maildesk.parsepool import ParserPool
 from maildesk.processor import Processor
-from maildesk.runtime import Runtime, load_runtime
 from maildesk.settings import Settings, split_host_port
 from maildesk.spam.live import LiveSpamFilter
 from maildesk.spam.model import SpamThresholds
@@ -27,44 +27,12 @@ from maildesk.spool import Spool
 log = logging.getLogger("maildesk")
 
 
-@dataclass
-class LiveConfig:
-    """The last good configuration; a bad reload keeps it (DESIGN invariant 6)."""
-
-    runtime: Runtime
-    stamp: tuple[float, ...]
-
-    def current(self) -> Runtime:
-        return self.runtime
-
-
-def _config_stamp(settings: Settings) -> tuple[float, ...]:
-    paths = [settings.rules, settings.sla, *sorted(settings.templates.rglob("*"))]
-    return tuple(p.stat().st_mtime if p.exists() else 0.0 for p in paths)
-
-
-def reload_if_changed(live: LiveConfig) -> None:
-    settings = live.runtime.settings
-    stamp = _config_stamp(settings)
-    if stamp == live.stamp:
-        return
-    live.stamp = stamp
-    try:
-        live.runtime = load_runtime(settings)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("config reload refused, keeping the last good config: %s", problem)
-        return
-    log.info("config reloaded")
-
-
 async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = None) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    runtime = load_runtime(settings)  # ConfigError: refuse to start, with file:line
+    live = LiveConfig.start(settings)  # ConfigError: refuse to start, with file:line
     engine = make_engine(settings.effective_database_url)
     require_current_schema(engine)
     transport = transport_from_url(settings.effective_outbound)
-    live = LiveConfig(runtime, _config_stamp(settings))
 
     parser = ParserPool(timeout=settings.parse_timeout_seconds)
     metrics = Metrics()
@@ -91,6 +59,7 @@ async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = N
     spool = Spool(engine, on_stored=processor.wake.set)
     loop = asyncio.get_running_loop()
     spool.start()
+    imap = start_pollers(settings, engine, spool) if settings.imap_url else None
 
     host, port = split_host_port(settings.smtp_listen)
     handler = IntakeHandler(spool, settings.support_addresses, metrics)
@@ -121,7 +90,7 @@ async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = N
         sender.wake.set()
 
     async def reload_config() -> None:
-        await asyncio.to_thread(reload_if_changed, live)
+        await asyncio.to_thread(live.reload_if_changed, engine)
         await asyncio.to_thread(spam.reload_if_changed)
 
     scheduler = AsyncIOScheduler(event_loop=loop)
@@ -154,6 +123,8 @@ async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = N
         server.close()
         await server.wait_closed()
         await status.stop()
+        if imap is not None:
+            await imap.stop()
         scheduler.shutdown(wait=False)
         for task in tasks:
             task.cancel()
