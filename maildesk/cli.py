@@ -16,6 +16,7 @@ from rich.table import Table
 
 from maildesk import db, queries
 from maildesk.errors import ConfigError, MaildeskError
+from maildesk.imap.cli import imap_app
 from maildesk.settings import Settings, load_settings
 from maildesk.spam.cli import spam_app
 
@@ -27,6 +28,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(spam_app, name="spam", help="Spam filter: train, score, evaluate.")
+app.add_typer(imap_app, name="imap", help="IMAP mailboxes: check the connection.")
 console = Console()
 err = Console(stderr=True)
 

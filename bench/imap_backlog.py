@@ -1,0 +1,187 @@
+"""Benchmark: a backlog of mails in a real Dovecot INBOX until all are tickets.
+
+    .venv/bin/python bench/imap_backlog.py [--mails 2000] [--database-url URL]
+
+Prints, from one run on one machine:
+  1. the ceiling: a bare imapclient loop that only FETCHes the same mails in
+     batches (no parsing, no database);
+  2. the poller with a null pipeline (every spooled row is marked done at
+     once): the IMAP side's own throughput, fetch + spool + verdict + move;
+  3. maildesk end to end: poller + spool + the real pipeline, until every mail
+     is a ticket and every message is in Processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sqlalchemy import Engine, func, update  # noqa: E402
+from sqlmodel import Session, select  # noqa: E402
+
+from maildesk.db import make_engine, upgrade  # noqa: E402
+from maildesk.imap import Poller, PollerOptions, parse_mailboxes  # noqa: E402
+from maildesk.models import Inbound, Ticket  # noqa: E402
+from maildesk.parsepool import ParserPool  # noqa: E402
+from maildesk.processor import Processor  # noqa: E402
+from maildesk.runtime import load_runtime  # noqa: E402
+from maildesk.settings import load_settings  # noqa: E402
+from maildesk.spool import Spool  # noqa: E402
+from tests.integration.dovecot import Dovecot, start_dovecot  # noqa: E402
+from tests.mailkit import make_mail  # noqa: E402
+
+BATCH = 250
+
+
+def backlog(n: int, tag: str) -> list[bytes]:
+    body = "Hello,\nour invoice export fails since this morning. Details below.\n" * 8
+    return [
+        make_mail(
+            sender=f"customer{i}@example.org",
+            subject=f"{tag} request {i}",
+            body=body,
+            message_id=f"<{tag}-{i}@bench.example>",
+        )
+        for i in range(n)
+    ]
+
+
+def bare_fetch(server: Dovecot, user: str, n: int) -> float:
+    """mails/s for FETCH BODY.PEEK[] of the whole INBOX in batches."""
+    with server.client(user) as client:
+        client.select_folder("INBOX", readonly=True)
+        started = time.perf_counter()
+        uids = client.search("ALL")
+        got = 0
+        for start in range(0, len(uids), BATCH):
+            got += len(client.fetch(uids[start : start + BATCH], [b"BODY.PEEK[]"]))
+        elapsed = time.perf_counter() - started
+    assert got == n, (got, n)
+    return n / elapsed
+
+
+def count(engine: Engine, model: type[Ticket] | type[Inbound]) -> int:
+    with Session(engine) as session:
+        return int(session.exec(select(func.count()).select_from(model)).one())
+
+
+@asynccontextmanager
+async def pipeline(url: str, data: Path, real: bool) -> AsyncIterator[tuple[Engine, Spool]]:
+    settings = load_settings(
+        data_dir=data,
+        database_url=url,
+        rules=REPO / "rules.yaml",
+        sla=REPO / "sla.yaml",
+        templates=REPO / "templates",
+        secret="bench",
+    )
+    runtime = load_runtime(settings)
+    engine = make_engine(url)
+    upgrade(engine)
+    parser = ParserPool(timeout=settings.parse_timeout_seconds)
+    processor = Processor(engine, lambda: runtime, parser)
+    wake = processor.wake.set if real else (lambda: None)
+    spool = Spool(engine, on_stored=wake)
+    spool.start()
+    loop = asyncio.get_running_loop()
+    if real:
+        warm = make_mail(subject="warm-up")
+        await asyncio.gather(*(parser.parse(warm) for _ in range(4)))
+        task = loop.create_task(processor.run_forever())
+    else:
+        task = loop.create_task(_null_pipeline(engine))
+    try:
+        yield engine, spool
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await spool.stop()
+        processor.close()
+        parser.close()
+        engine.dispose()
+
+
+async def _null_pipeline(engine: Engine) -> None:
+    """Decide every spooled mail at once: 'done', no ticket (measures the IMAP side)."""
+
+    def mark() -> None:
+        with engine.begin() as conn:
+            conn.execute(update(Inbound).where(Inbound.status == "new").values(status="done"))
+
+    while True:
+        await asyncio.to_thread(mark)
+        await asyncio.sleep(0.01)
+
+
+async def poll_backlog(
+    server: Dovecot, user: str, n: int, url: str, data: Path, real: bool
+) -> tuple[float, int, int]:
+    (mailbox,) = parse_mailboxes(server.url(user))
+    options = PollerOptions(poll_seconds=5, batch_mails=BATCH)
+    async with pipeline(url, data, real) as (engine, spool):
+        poller = Poller(mailbox, engine, spool, options)
+        started = time.perf_counter()
+        task = asyncio.get_running_loop().create_task(poller.run())
+        done: Callable[[], bool] = lambda: poller.counts["moved"] >= n  # noqa: E731
+        while not done():
+            await asyncio.sleep(0.05)
+            if task.done():
+                task.result()
+        elapsed = time.perf_counter() - started
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        poller.close()
+        tickets = await asyncio.to_thread(count, engine, Ticket)
+    moved = await asyncio.to_thread(server.count, "Processed", user)
+    return n / elapsed, tickets, moved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mails", type=int, default=2000)
+    parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
+    args = parser.parse_args()
+    n = args.mails
+    server = start_dovecot()
+    work = Path(tempfile.mkdtemp(prefix="imap-bench-"))
+    try:
+        t = time.perf_counter()
+        server.append(backlog(n, "real"), user="alice")
+        server.append(backlog(n, "null"), user="bob")
+        print(f"APPENDed {n} mails to each of two mailboxes in {time.perf_counter() - t:.1f} s")
+
+        ceiling = bare_fetch(server, "alice", n)
+        print(f"bare imapclient FETCH loop (batches of {BATCH}): {ceiling:8.0f} mails/s")
+
+        def url(name: str) -> str:
+            return args.database_url or f"sqlite:///{work / name}.db"
+
+        rate, _, moved = asyncio.run(
+            poll_backlog(server, "bob", n, url("null"), work / "data-null", real=False)
+        )
+        print(f"maildesk poller, null pipeline:            {rate:8.0f} mails/s ({moved} moved)")
+
+        rate, tickets, moved = asyncio.run(
+            poll_backlog(server, "alice", n, url("real"), work / "data", real=True)
+        )
+        print(
+            f"maildesk end to end (poller + pipeline):   {rate:8.0f} mails/s "
+            f"({tickets} tickets, {moved} in Processed)"
+        )
+        if tickets != n or moved != n:
+            sys.exit(f"FAILED: expected {n} tickets and {n} moved mails")
+    finally:
+        server.remove()
+
+
+if __name__ == "__main__":
+    main()
