@@ -10,13 +10,13 @@ from collections.abc import Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from maildesk.db import make_engine, require_current_schema
+from maildesk.db import is_postgres, make_engine, require_current_schema
 from maildesk.errors import ConfigError
 from maildesk.imap import start_pollers
 from maildesk.listener import IntakeHandler, make_smtp_factory
 from maildesk.liveconfig import LiveConfig
 from maildesk.metrics import Metrics, StatusServer
-from maildesk.outbox import OutboxSender, transport_from_url
+from maildesk.outbox import OutboxSender, release_claims, transport_from_url
 from maildesk.parsepool import ParserPool
 from maildesk.processor import Processor
 from maildesk.settings import Settings, split_host_port
@@ -33,6 +33,8 @@ async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = N
     engine = make_engine(settings.effective_database_url)
     require_current_schema(engine)
     transport = transport_from_url(settings.effective_outbound)
+    if not is_postgres(engine):  # one instance per SQLite file: nobody else holds claims
+        release_claims(engine)
 
     parser = ParserPool(timeout=settings.parse_timeout_seconds)
     metrics = Metrics()
@@ -99,6 +101,7 @@ async def run_daemon(settings: Settings, ready: Callable[[int], None] | None = N
     scheduler.add_job(reload_config, "interval", seconds=5, id="config-reload")
     scheduler.start()
 
+    await processor.warm_up()
     tasks = [
         loop.create_task(processor.run_forever(), name="pipeline"),
         loop.create_task(sender.run_forever(), name="outbox"),

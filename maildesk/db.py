@@ -42,8 +42,12 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            # IMMEDIATE: take the write lock up front, so two writers never deadlock.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the lock up front (IMMEDIATE), so two never deadlock; readers
+            # (read_only engines) do not take it at all: in WAL mode they never wait.
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
@@ -51,6 +55,14 @@ def make_engine(url: str) -> Engine:
     if not url.startswith("postgresql"):
         raise ConfigError(f"MAILDESK_DATABASE_URL: unsupported database {url.split(':')[0]!r}")
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+READ_ONLY = "maildesk_read_only"
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine for transactions that only read (no SQLite write lock)."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def is_postgres(engine: Engine) -> bool:

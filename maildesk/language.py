@@ -14,7 +14,7 @@ def detect_language(text: str, default: str) -> str:
     py3langid scores ~100 languages, so Ukrainian or German text is not
     forced into English or Russian.
     """
-    sample = text[:4000]
+    sample = text[:800]
     if sum(ch.isalpha() for ch in sample) < _MIN_LETTERS:
         return default
     lang, _score = langid.classify(sample)

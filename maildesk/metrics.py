@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
+from maildesk.db import read_only
 from maildesk.models import Inbound, Outbox
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Metrics:
 
 
 def _backlog(engine: Engine) -> dict[str, int]:
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         inbound = session.exec(
             select(func.count()).select_from(Inbound).where(Inbound.status == "new")
         ).one()

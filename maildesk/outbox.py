@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import mailbox
+import os
 import random
+import socket
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +33,7 @@ from maildesk.models import Outbox
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=5)
+LEASE = timedelta(seconds=60)  # a crashed sender's rows are retried after this
 BATCH = 50
 
 
@@ -38,15 +42,33 @@ class Transport(Protocol):
 
 
 class MaildirTransport:
-    """Development default: every outbound mail lands in a Maildir (open it in any client)."""
+    """Development default: every outbound mail lands in a Maildir (open it in any client).
+
+    Delivered the Maildir way, durably: write to tmp/, fsync, rename into new/.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._box = mailbox.Maildir(str(path), create=True)
+        mailbox.Maildir(str(path), create=True)  # creates cur/ new/ tmp/
+        self._count = itertools.count()
 
     async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None:
-        await asyncio.to_thread(self._box.add, raw)
+        await asyncio.to_thread(self._deliver, raw)
+
+    def _deliver(self, raw: bytes) -> None:
+        name = f"{time.time():.6f}.P{os.getpid()}Q{next(self._count)}.{socket.gethostname()}"
+        tmp = self.path / "tmp" / name
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, self.path / "new" / name)
+        fd = os.open(self.path / "new", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,22 @@ def transport_from_url(url: str) -> Transport:
         starttls=query.get("starttls", ["0"])[0] in ("1", "true", "yes"),
         tls=parsed.scheme == "smtps",
     )
+
+
+def release_claims(engine: Engine) -> int:
+    """At start of a single-instance (SQLite) daemon: rows a crashed run had claimed
+    are due again now, instead of after the lease."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Outbox).where(
+                Outbox.status == "queued", col(Outbox.next_attempt_at) > datetime.now(UTC)
+            )
+        ).all()
+        for row in rows:
+            row.next_attempt_at = datetime.now(UTC)
+            session.add(row)
+        session.commit()
+        return len(rows)
 
 
 @dataclass

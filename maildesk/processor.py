@@ -18,15 +18,18 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from maildesk import store
 from maildesk.classify import classify
+from maildesk.db import read_only
+from maildesk.language import detect_language
 from maildesk.metrics import Metrics
 from maildesk.models import Inbound
 from maildesk.parse import InboundMail
 from maildesk.parsepool import ParseFailure, ParserPool
-from maildesk.pipeline import decide
+from maildesk.pipeline import SenderFacts, Workload, decide
 from maildesk.replytoken import verify
 from maildesk.runtime import Runtime
 
@@ -35,7 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BATCH = 100
+BATCH = 100  # mails parsed together
+COMMIT_EVERY = 20  # mails per transaction: one fsync, and the write lock is not held long
+# Facts only a new ticket needs; replies and bounces skip those queries.
+NO_FACTS = SenderFacts(auto_replies_last_hour=0, suppressed=False)
+NO_WORKLOAD = Workload(open_counts={}, last_assigned={})
 MAX_ATTEMPTS = 3
 
 
@@ -65,7 +72,10 @@ def process_one(
 ) -> tuple[str, int | None]:
     """The flow of one mail (DESIGN.md): dedupe, classify, thread, decide, store."""
     row = session.exec(
-        select(Inbound).where(Inbound.id == inbound_id).with_for_update(skip_locked=True)
+        select(Inbound)
+        .options(defer(Inbound.raw))  # type: ignore[arg-type]  # the parse has the bytes
+        .where(Inbound.id == inbound_id)
+        .with_for_update(skip_locked=True)
     ).first()
     if row is None or row.status != "new":
         return "skipped", None  # another instance has it, or it is finished
@@ -86,12 +96,13 @@ def process_one(
     verdict = None
     if spam_filter is not None and not on_staff_token(mail, row.envelope_to, runtime):
         verdict = spam_filter.score(mail)
+    new_ticket = thread.ticket is None and kind.kind != "bounce"
     decision = decide(
         mail,
         kind,
         thread,
-        store.sender_facts(session, mail.from_addr, now),
-        store.workload(session),
+        store.sender_facts(session, mail.from_addr, now) if new_ticket else NO_FACTS,
+        store.workload(session) if new_ticket else NO_WORKLOAD,
         runtime.policy,
         now,
         spam=verdict.band if verdict else "ham",
@@ -121,6 +132,7 @@ class Processor:
         self._parser = parser
         self._on_committed = on_committed
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        self._draining = asyncio.Lock()  # one drain at a time: no row is parsed twice
         self.wake = asyncio.Event()
 
     def close(self) -> None:
@@ -139,6 +151,17 @@ class Processor:
 
     async def drain(self, progress: Callable[[int], None] | None = None) -> DrainStats:
         """Process every `new` inbound row; returns what happened."""
+        async with self._draining:
+            return await self._drain(progress)
+
+    async def warm_up(self) -> None:
+        """Start the parser processes and load the language model before the first mail."""
+        await self._parser.parse(b"Subject: warm-up\r\n\r\nwarm-up\r\n")
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, detect_language, "warm up the language model", "en"
+        )
+
+    async def _drain(self, progress: Callable[[int], None] | None) -> DrainStats:
         stats = DrainStats()
         loop = asyncio.get_running_loop()
         after = 0
@@ -167,7 +190,7 @@ class Processor:
                 self._on_committed()
 
     def _pending(self, after: int) -> list[tuple[int, bytes]]:
-        with Session(self._engine) as session:
+        with Session(read_only(self._engine)) as session:
             rows = session.exec(
                 select(Inbound.id, Inbound.raw)
                 .where(Inbound.status == "new", col(Inbound.id) > after)
@@ -182,6 +205,19 @@ class Processor:
         runtime = self._runtime()
         spam_filter = self._spam_filter() if self._spam_filter else None
         now = datetime.now(UTC)
+        results: list[tuple[str, int | None]] = []
+        for start in range(0, len(items), COMMIT_EVERY):
+            chunk = items[start : start + COMMIT_EVERY]
+            results.extend(self._commit_chunk(chunk, runtime, spam_filter, now))
+        return results
+
+    def _commit_chunk(
+        self,
+        items: list[tuple[int, InboundMail | ParseFailure]],
+        runtime: Runtime,
+        spam_filter: SpamFilter | None,
+        now: datetime,
+    ) -> list[tuple[str, int | None]]:
         results: list[tuple[str, int | None]] = []
         with Session(self._engine) as session:
             for inbound_id, parsed in items:

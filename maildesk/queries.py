@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from maildesk.db import read_only
 from maildesk.errors import NotFound
 from maildesk.models import Attachment, Event, Inbound, Message, Outbox, Participant, Ticket
 from maildesk.tid import format_tid, parse_tid
@@ -36,7 +37,7 @@ def _ticket_dict(t: Ticket) -> dict[str, Any]:
 def list_tickets(
     engine: Engine, status: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         query = select(Ticket).order_by(col(Ticket.id).desc()).limit(limit)
         if status:
             query = query.where(Ticket.status == status)
@@ -49,7 +50,7 @@ def show_ticket(engine: Engine, tid: str) -> dict[str, Any]:
     number = parse_tid(tid)
     if number is None:
         raise NotFound(f"{tid!r} is not a ticket ID (expected [MD-42], MD-42 or 42)")
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         ticket = session.get(Ticket, number)
         if ticket is None:
             raise NotFound(f"no ticket {format_tid(number)}")
@@ -129,7 +130,7 @@ def _outbox_dict(o: Outbox) -> dict[str, Any]:
 def list_outbox(
     engine: Engine, status: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         query = select(Outbox).order_by(col(Outbox.id).desc()).limit(limit)
         if status:
             query = query.where(Outbox.status == status)
@@ -137,7 +138,7 @@ def list_outbox(
 
 
 def list_errors(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         rows = session.exec(
             select(Inbound)
             .where(Inbound.status == "failed")

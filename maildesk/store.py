@@ -45,11 +45,15 @@ if TYPE_CHECKING:
 OPEN_STATUSES = ("new", "open", "pending")
 
 
-def ticket_state(session: Session, ticket: Ticket) -> TicketState:
+def ticket_state(
+    session: Session, ticket: Ticket, participants: frozenset[str] | None = None
+) -> TicketState:
+    """The pure view of a ticket; participants are read unless the caller knows them."""
     assert ticket.id is not None
-    participants = session.exec(
-        select(Participant.address).where(Participant.ticket_id == ticket.id)
-    ).all()
+    if participants is None:
+        participants = frozenset(
+            session.exec(select(Participant.address).where(Participant.ticket_id == ticket.id))
+        )
     return TicketState(
         id=ticket.id,
         status=ticket.status,
@@ -265,9 +269,13 @@ def apply(
         )
     _suppress(session, decision.suppress, runtime, now)
 
-    queue_mails(
-        session, ticket_state(session, ticket), mail, decision.mails, runtime, now, rules_fired
-    )
+    if decision.new_ticket is not None:
+        participants = frozenset({decision.new_ticket.requester, *decision.new_ticket.cc})
+    else:
+        assert decision.ticket is not None
+        participants = decision.ticket.participants | set(decision.add_cc)
+    state = ticket_state(session, ticket, participants)
+    queue_mails(session, state, mail, decision.mails, runtime, now, rules_fired)
     return ticket.id
 
 
