@@ -398,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "--threads",
                     "--idle",
                     "--format",
-                    "speedscope",
+                    "raw" if args.py_spy.endswith(".txt") else "speedscope",
                     "--rate",
                     "50",
                     "--output",
