@@ -396,7 +396,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     str(daemon.proc.pid),
                     "--nonblocking",
                     "--threads",
-                    "--idle",
                     "--format",
                     "raw" if args.py_spy.endswith(".txt") else "speedscope",
                     "--rate",

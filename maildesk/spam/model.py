@@ -171,7 +171,9 @@ class SpamFilter:
         return int(ham), int(spam)
 
     def score(self, mail: InboundMail) -> SpamVerdict:
-        if GTUBE in mail.text and self._snapshot is not None:
+        if self._snapshot is None:
+            return COLD_START  # nothing learned: no need to tokenize
+        if GTUBE in mail.text:
             return SpamVerdict(1.0, "spam", self._snapshot.version, (("GTUBE", 100.0),))
         return self.score_tokens(tokenize(mail))
 
