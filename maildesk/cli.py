@@ -138,6 +138,8 @@ def tickets(
             str(r["created_at"])[:16],
         )
     console.print(table)
+    if len(rows) == limit:
+        err.print(f"(the newest {limit}; use --limit for more)")
 
 
 @app.command()

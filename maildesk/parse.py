@@ -232,7 +232,8 @@ def _addresses(values: Sequence[object]) -> list[tuple[str, str]]:
     result = []
     for name, addr in email.utils.getaddresses(decoded):
         addr = addr.strip().lower()
-        if "@" in addr and not any(c.isspace() or c in "\r\n<>" for c in addr):
+        local, at, domain = addr.rpartition("@")
+        if at and local and domain and not any(c.isspace() or c in "\r\n<>" for c in addr):
             result.append((_one_line(name), addr))
     return result
 

@@ -206,3 +206,10 @@ def test_composed_headers_refuse_injection() -> None:
             body=body,
             now=now,
         )
+
+
+@pytest.mark.parametrize("sender", ["@example.com", "user@", "@", "a b@example.com"])
+def test_broken_sender_addresses_are_no_address(sender: str) -> None:
+    mail = parse_mail(f"From: {sender}\r\nTo: ok@example.org, @x\r\n\r\nhi".encode())
+    assert mail.from_addr == "" and mail.to == ("ok@example.org",)
+    assert not classify(mail, "bounce@example.org", OWN).may_auto_reply
