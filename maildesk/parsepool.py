@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
@@ -22,14 +23,20 @@ class ParseFailure:
 class ParserPool:
     """pebble's ProcessPool: per-task timeouts that kill and replace the worker."""
 
-    def __init__(self, workers: int = 2, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout: float = 10.0,
+        parse: Callable[[bytes], InboundMail] = parse_mail,  # a module-level function
+    ) -> None:
         self.timeout = timeout
+        self._parse = parse
         self._pool = ProcessPool(
             max_workers=workers, context=multiprocessing.get_context("forkserver")
         )
 
     async def parse(self, raw: bytes) -> InboundMail | ParseFailure:
-        future = self._pool.schedule(parse_mail, args=(raw,), timeout=self.timeout)
+        future = self._pool.schedule(self._parse, args=(raw,), timeout=self.timeout)
         try:
             return await asyncio.wrap_future(future)
         except MalformedMail as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH = 100  # mails parsed together
+READY_GRACE = 0.05  # seconds to let the rest of a batch finish parsing, for one commit
 COMMIT_EVERY = 20  # mails per transaction: one fsync, and the write lock is not held long
 # Facts only a new ticket needs; replies and bounces skip those queries.
 NO_FACTS = SenderFacts(auto_replies_last_hour=0, suppressed=False)
@@ -170,24 +172,33 @@ class Processor:
             if not pending:
                 return stats
             after = pending[-1][0]
-            parsed = await asyncio.gather(*(self._parser.parse(raw) for _, raw in pending))
-            results = await loop.run_in_executor(
-                self._executor,
-                self._commit,
-                [(i, p) for (i, _), p in zip(pending, parsed, strict=True)],
-            )
-            for outcome, ticket_id in results:
-                if self._metrics:
-                    self._metrics.processed.labels(outcome).inc()
-                stats.processed += outcome != "skipped"
-                stats.duplicates += outcome == "duplicate"
-                stats.failed += outcome == "failed"
-                if ticket_id is not None and outcome == "done":
-                    stats.tickets.add(ticket_id)
-            if progress:
-                progress(len(pending))
-            if self._on_committed:
-                self._on_committed()
+            parses = {i: asyncio.ensure_future(self._parser.parse(raw)) for i, raw in pending}
+            waiting = [i for i, _ in pending]
+            while waiting:
+                # Commit what is parsed, in arrival order, without waiting for a slow mail:
+                # a pathological one holds up only itself (until the parse time limit).
+                await asyncio.wait([parses[i] for i in waiting], return_when=FIRST_COMPLETED)
+                await asyncio.wait([parses[i] for i in waiting], timeout=READY_GRACE)
+                ready = [i for i in waiting if parses[i].done()]
+                waiting = [i for i in waiting if not parses[i].done()]
+                results = await loop.run_in_executor(
+                    self._executor, self._commit, [(i, parses[i].result()) for i in ready]
+                )
+                self._count(stats, results)
+                if progress:
+                    progress(len(ready))
+                if self._on_committed:
+                    self._on_committed()
+
+    def _count(self, stats: DrainStats, results: list[tuple[str, int | None]]) -> None:
+        for outcome, ticket_id in results:
+            if self._metrics:
+                self._metrics.processed.labels(outcome).inc()
+            stats.processed += outcome != "skipped"
+            stats.duplicates += outcome == "duplicate"
+            stats.failed += outcome == "failed"
+            if ticket_id is not None and outcome == "done":
+                stats.tickets.add(ticket_id)
 
     def _pending(self, after: int) -> list[tuple[int, bytes]]:
         with Session(read_only(self._engine)) as session:

@@ -1,0 +1,68 @@
+"""One pathological mail must not stall the others (real worker processes, real DB)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import text
+
+from maildesk.db import make_engine, upgrade
+from maildesk.parsepool import ParserPool
+from maildesk.processor import Processor
+from maildesk.runtime import load_runtime
+from maildesk.settings import load_settings
+from maildesk.spool import Spool
+from tests.conftest import REPO
+from tests.mailkit import make_mail
+from tests.slowparse import parse_slowly
+
+
+def test_slow_mail_holds_up_only_itself(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'md.db'}")
+    upgrade(engine)
+    settings = load_settings(
+        data_dir=tmp_path,
+        rules=REPO / "rules.yaml",
+        sla=REPO / "sla.yaml",
+        templates=REPO / "templates",
+    )
+    runtime = load_runtime(settings)
+
+    def count(sql: str) -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(text(sql)).scalar() or 0)
+
+    async def scenario() -> tuple[int, str, int]:
+        parser = ParserPool(timeout=1.5, parse=parse_slowly)
+        spool = Spool(engine)
+        processor = Processor(engine, lambda: runtime, parser)
+        spool.start()
+        try:
+            for i, body in enumerate(["first", "SLOW-TO-PARSE", "third", "fourth"]):
+                await spool.accept(make_mail(sender=f"s{i}@example.org", body=body), "test")
+            drain = asyncio.ensure_future(processor.drain())
+            for _ in range(100):  # the fast three become tickets while the slow one parses
+                if count("select count(*) from ticket") == 3:
+                    break
+                await asyncio.sleep(0.02)
+            tickets_meanwhile = count("select count(*) from ticket")
+            slow_status_meanwhile = str(count("select count(*) from inbound where status = 'new'"))
+            await drain
+            return (
+                tickets_meanwhile,
+                slow_status_meanwhile,
+                count("select count(*) from inbound where status = 'failed'"),
+            )
+        finally:
+            await spool.stop()
+            processor.close()
+            parser.close()
+
+    tickets, still_new, failed = asyncio.run(scenario())
+    assert tickets == 3 and still_new == "1"
+    assert failed == 1  # then stopped at the time limit, kept raw as an error
+    with engine.connect() as conn:
+        error = conn.execute(text("select error from inbound where status = 'failed'")).scalar()
+    assert "parsing took longer than 1.5 s" in str(error)
+    engine.dispose()
