@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -79,24 +82,40 @@ def _progress() -> Progress:
     )
 
 
+def _sample(job: tuple[str, bytes, bool]) -> Sample | None:
+    from maildesk.spam.evaluate import Sample
+
+    name, raw, is_spam = job
+    try:
+        return Sample.of(name, parse_mail(raw), is_spam)
+    except MaildeskError:
+        return None
+
+
 def load_samples(ham: Sequence[Path], spam: Sequence[Path]) -> list[Sample]:
     """Read and parse every mail under the paths, with a progress bar; unparseable ones skipped."""
-    from maildesk.spam.evaluate import Sample
 
     logging.getLogger("mailparser").setLevel(logging.CRITICAL)  # per-part chatter, not errors
     samples: list[Sample] = []
     skipped = 0
-    with _progress() as progress:
-        task = progress.add_task("reading mail", total=None)
-        for paths, is_spam in ((ham, False), (spam, True)):
-            for name, raw in iter_messages(list(paths)):
-                try:
-                    mail = parse_mail(raw)
-                except MaildeskError:
-                    skipped += 1
-                    continue
-                samples.append(Sample.of(name, mail, is_spam))
-                progress.advance(task)
+    jobs = [
+        (name, raw, is_spam)
+        for paths, is_spam in ((ham, False), (spam, True))
+        for name, raw in iter_messages(list(paths))
+    ]
+    # Parsing and tokenizing are most of the cost: spread them over the cores.
+    context = multiprocessing.get_context("forkserver")
+    with (
+        _progress() as progress,
+        ProcessPoolExecutor(max_workers=os.cpu_count() or 1, mp_context=context) as pool,
+    ):
+        task = progress.add_task("reading mail", total=len(jobs))
+        for sample in pool.map(_sample, jobs, chunksize=64):
+            progress.advance(task)
+            if sample is None:
+                skipped += 1
+            else:
+                samples.append(sample)
     if skipped:
         err.print(f"skipped {skipped} mail(s) that could not be parsed")
     return samples
