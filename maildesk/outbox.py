@@ -149,14 +149,6 @@ def release_claims(engine: Engine) -> int:
         return len(rows)
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    row_id: int
-    result: str  # sent, failed, retry
-    error: str | None
-    attempts: int
-
-
 @dataclass
 class FlushStats:
     sent: int = 0
@@ -199,25 +191,22 @@ class OutboxSender:
             claimed = await asyncio.to_thread(self._claim)
             if not claimed:
                 return stats
-            outcomes: list[_Outcome] = []
             for row_id, mail_from, recipients, raw, attempts in claimed:
                 try:
                     await self._transport.send(mail_from, recipients, raw)
                 except PermanentError as exc:
+                    await asyncio.to_thread(self._finish, row_id, "failed", str(exc), attempts + 1)
                     log.error("outbox %s: relay refused permanently: %s", row_id, exc)
-                    outcomes.append(_Outcome(row_id, "failed", str(exc), attempts + 1))
+                    stats.failed += 1
+                    self._count("failed")
                 except TransientError as exc:
-                    outcomes.append(_Outcome(row_id, "retry", str(exc), attempts + 1))
+                    await asyncio.to_thread(self._retry, row_id, str(exc), attempts + 1)
+                    stats.retried += 1
+                    self._count("retry")
                 else:
-                    outcomes.append(_Outcome(row_id, "sent", None, attempts + 1))
-            # One transaction records the whole batch (a crash before it means the batch
-            # is sent again after the lease: at least once, recorded once).
-            await asyncio.to_thread(self._record, outcomes)
-            for outcome in outcomes:
-                self._count(outcome.result)
-            stats.sent += sum(o.result == "sent" for o in outcomes)
-            stats.failed += sum(o.result == "failed" for o in outcomes)
-            stats.retried += sum(o.result == "retry" for o in outcomes)
+                    await asyncio.to_thread(self._finish, row_id, "sent", None, attempts + 1)
+                    stats.sent += 1
+                    self._count("sent")
             if stats.retried:  # the relay is struggling: leave the rest for the next round
                 return stats
 
@@ -246,32 +235,32 @@ class OutboxSender:
             session.commit()
         return claimed
 
-    def _record(self, outcomes: list[_Outcome]) -> None:
-        now = datetime.now(UTC)
+    def _finish(self, row_id: int, status: str, error: str | None, attempts: int) -> None:
         with Session(self._engine) as session:
-            for outcome in outcomes:
-                row = session.get(Outbox, outcome.row_id)
-                if row is None:
-                    continue
-                row.attempts, row.last_error = outcome.attempts, outcome.error
-                if outcome.result == "sent":
-                    row.status, row.sent_at = "sent", now
-                elif outcome.result == "failed":
-                    row.status = "failed"
-                elif outcome.attempts >= self.max_attempts:
-                    row.status = "failed"
-                    row.last_error = f"gave up after {outcome.attempts} attempts: {outcome.error}"
-                    log.error("outbox %s: %s", outcome.row_id, row.last_error)
-                else:
-                    delay = min(self.backoff * 2 ** (outcome.attempts - 1), self.backoff_max)
-                    delay *= random.uniform(0.8, 1.2)
-                    row.next_attempt_at = now + timedelta(seconds=delay)
-                    log.warning(
-                        "outbox %s: attempt %d failed (%s); next in %.0f s",
-                        outcome.row_id,
-                        outcome.attempts,
-                        outcome.error,
-                        delay,
-                    )
-                session.add(row)
+            row = session.get(Outbox, row_id)
+            if row is None:
+                return
+            row.status, row.last_error, row.attempts = status, error, attempts
+            if status == "sent":
+                row.sent_at = datetime.now(UTC)
+            session.add(row)
             session.commit()
+
+    def _retry(self, row_id: int, error: str, attempts: int) -> None:
+        if attempts >= self.max_attempts:
+            self._finish(row_id, "failed", f"gave up after {attempts} attempts: {error}", attempts)
+            log.error("outbox %s: gave up after %d attempts: %s", row_id, attempts, error)
+            return
+        delay = min(self.backoff * 2 ** (attempts - 1), self.backoff_max)
+        delay *= random.uniform(0.8, 1.2)
+        with Session(self._engine) as session:
+            row = session.get(Outbox, row_id)
+            if row is None:
+                return
+            row.attempts, row.last_error = attempts, error
+            row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
+            session.add(row)
+            session.commit()
+        log.warning(
+            "outbox %s: attempt %d failed (%s); next in %.0f s", row_id, attempts, error, delay
+        )

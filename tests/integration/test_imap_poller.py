@@ -127,7 +127,13 @@ def test_uidvalidity_reset_rescans_without_duplicates(dovecot: Dovecot, tmp_path
             await eventually(lambda: dovecot.count("Processed") == 2)
             old = poller.health()["uidvalidity"]
             await asyncio.to_thread(recreate)
-            await eventually(lambda: dovecot.count("Processed") == 5, timeout=20)
+            try:
+                await eventually(lambda: dovecot.count("Processed") == 5, timeout=60)
+            except AssertionError as exc:  # say what state it got stuck in
+                raise AssertionError(
+                    f"{exc}; poller {poller.health()}; inbound {pipe.inbound_statuses()}; "
+                    f"folders {dovecot.counts(['Support', 'Processed', 'maildesk-errors'])}"
+                ) from None
             assert poller.health()["uidvalidity"] != old
             assert pipe.tickets() == 3
             assert pipe.inbound_statuses() == {"done": 3, "duplicate": 2}
