@@ -9,7 +9,7 @@ from typing import Any
 from maildesk.compose import OutgoingMail, compose
 from maildesk.parse import InboundMail
 from maildesk.pipeline import MailIntent, TicketState
-from maildesk.render import Templates
+from maildesk.render import RenderedMail, Templates
 from maildesk.replytoken import reply_address
 from maildesk.rules import RulesConfig
 from maildesk.sla import SlaConfig
@@ -60,21 +60,18 @@ def build_mails(
     }
     subject = tagged_subject(ticket.id, ticket.subject)
     references = (*mail.references, *([mail.message_id] if mail.message_id else ()))
+
+    def render(template: str, language: str, event: str) -> RenderedMail:
+        sla_name = level.display(ticket.sla_level, language) if level else ticket.sla_level
+        return templates.render(
+            template, language, {**context, "sla_name": sla_name, "event": event}
+        )
+
     out: list[tuple[MailIntent, OutgoingMail]] = []
     for intent in intents:
         if intent.template == "confirmation":
             language = intent.language
-            body = templates.render(
-                "confirmation",
-                language,
-                {
-                    **context,
-                    "sla_name": level.display(ticket.sla_level, language)
-                    if level
-                    else ticket.sla_level,
-                    "event": intent.event,
-                },
-            )
+            body = render("confirmation", language, intent.event)
             composed = compose(
                 from_addr=sender.address,
                 from_name=sender.name,
@@ -91,17 +88,7 @@ def build_mails(
         for staff in intent.recipients:  # one mail each: own language, own reply token
             member = rules.member(staff)
             language = member.languages[0] if member and member.languages else "en"
-            body = templates.render(
-                "notification",
-                language,
-                {
-                    **context,
-                    "sla_name": level.display(ticket.sla_level, language)
-                    if level
-                    else ticket.sla_level,
-                    "event": intent.event,
-                },
-            )
+            body = render("notification", language, intent.event)
             composed = compose(
                 from_addr=sender.address,
                 from_name=sender.name,

@@ -10,6 +10,7 @@ Only bounds violations raise (MalformedMail); everything else degrades to
 
 from __future__ import annotations
 
+import base64
 import email
 import email.header
 import email.message
@@ -254,8 +255,6 @@ def _date(value: object) -> datetime | None:
 
 
 def _attachments(items: list[dict[str, object]]) -> list[Attachment]:
-    import base64
-
     result = []
     for item in items:
         payload = item.get("payload") or ""
