@@ -25,7 +25,7 @@ typecheck: venv
 	$(BIN)/mypy maildesk
 
 pytest: venv
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra -n 2
 
 test: lint typecheck pytest
 

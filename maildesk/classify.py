@@ -17,6 +17,15 @@ _AUTOREPLY_SUBJECT_RE = re.compile(
     re.IGNORECASE,
 )
 
+# Subjects that give an auto-reply away on their own (Exchange, Outlook, Gmail, Yandex,
+# Mail.ru in the languages our customers write): a prefix and a colon.
+_AUTOREPLY_PREFIX_RE = re.compile(
+    r"^\s*(automatic reply|auto[ -]?reply|auto[ -]?response|out of (the )?office( reply)?|"
+    r"abwesenheitsnotiz|automatische antwort|réponse automatique|respuesta automática|"
+    r"автоответ|автоматический ответ|вне офиса)\s*:",
+    re.IGNORECASE,
+)
+
 
 @dataclass(frozen=True)
 class Classification:
@@ -48,7 +57,9 @@ def classify(
     precedence = (mail.header("precedence") or "").strip().lower()
     if precedence == "auto_reply":
         reasons.append("Precedence: auto_reply")
-    if _AUTOREPLY_SUBJECT_RE.match(mail.subject) and (precedence or auto_submitted):
+    if _AUTOREPLY_PREFIX_RE.match(mail.subject) or (
+        _AUTOREPLY_SUBJECT_RE.match(mail.subject) and (precedence or auto_submitted)
+    ):
         reasons.append("auto-reply subject")
     if reasons:
         return Classification("auto_reply", False, tuple(reasons))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,8 +16,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from maildesk import db, queries
+from maildesk.attachments_cli import attachment_app
+from maildesk.cliformat import print_table, when
 from maildesk.errors import ConfigError, MaildeskError
+from maildesk.explain import thread_app
 from maildesk.imap.cli import imap_app
+from maildesk.lifecycle import SignalLatch
+from maildesk.quotes_cli import quote_app
 from maildesk.settings import Settings, load_settings
 from maildesk.spam.cli import spam_app
 
@@ -29,6 +35,9 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(spam_app, name="spam", help="Spam filter: train, score, evaluate.")
 app.add_typer(imap_app, name="imap", help="IMAP mailboxes: check the connection.")
+app.add_typer(thread_app, name="thread", help="Threading: which ticket a mail joins, and why.")
+app.add_typer(attachment_app, name="attachment", help="Attachments: get one by name.")
+app.add_typer(quote_app, name="quote", help="Quote stripping: what a staff reply relays.")
 console = Console()
 err = Console(stderr=True)
 
@@ -43,6 +52,7 @@ def _setup_logging(settings: Settings) -> None:
     logging.getLogger("mailparser").setLevel(logging.CRITICAL)  # we report defects ourselves
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl ..." on every start
 
 
 def _engine(settings: Settings) -> Any:
@@ -52,51 +62,59 @@ def _engine(settings: Settings) -> Any:
 
 
 @app.command()
-def run() -> None:
+def run(ctx: typer.Context) -> None:
     """Run the daemon: SMTP listener, pipeline, outbox sender, scheduler."""
+    latch = ctx.obj if isinstance(ctx.obj, SignalLatch) else SignalLatch()
+    if not latch.installed:
+        latch.install()
+    os.umask(0o077)  # the database, spool and attachments hold customers' mail
     from maildesk.daemon import run_daemon
 
     settings = load_settings()
     _setup_logging(settings)
-    asyncio.run(run_daemon(settings))
+    asyncio.run(run_daemon(settings, latch=latch))
 
 
 @app.command()
-def check() -> None:
-    """Validate settings, rules.yaml, sla.yaml, templates, outbound URL and database."""
-    from maildesk.outbox import transport_from_url
-    from maildesk.runtime import load_runtime
+def check(as_json: JsonOpt = False) -> None:
+    """Validate settings, rules.yaml, sla.yaml, templates, outbound and IMAP URLs, database."""
+    from maildesk.checks import CheckReport, check_all
 
-    settings = load_settings()
-    problems: list[str] = []
     try:
-        load_runtime(settings)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-    try:
-        transport_from_url(settings.effective_outbound)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-    try:
-        engine = db.make_engine(settings.effective_database_url)
-        db.require_current_schema(engine)
-    except MaildeskError as exc:
-        problems.append(str(exc))
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if problems:
+        report = check_all(load_settings())
+    except ConfigError as exc:  # the settings themselves
+        report = CheckReport(problems=exc.problems)
+    if as_json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        for note in report.notes:
+            print(f"warning: {note}", file=sys.stderr)
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        if report.ok:
+            print("OK: settings, rules, SLA, templates and database are valid")
+    if not report.ok:
         raise typer.Exit(1)
-    console.print(
-        f"OK: {settings.rules}, {settings.sla}, {settings.templates}/ and settings are valid"
-    )
 
 
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help=".eml files, directories, Maildirs, mbox")],
+    notify: Annotated[
+        bool | None,
+        typer.Option(
+            "--notify/--no-notify",
+            help="Send confirmations and staff notifications for every mail / for none. "
+            "Default: only for mail dated within the last day (imports stay quiet).",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what each mail would become; store nothing.")
+    ] = False,
 ) -> None:
-    """Run saved mail through the same pipeline as live mail."""
-    from maildesk.ingest_files import ingest_paths
+    """Run saved mail through the same pipeline as live mail (imports, replays)."""
+    from maildesk.ingest_files import ingest_paths, notify_policy
     from maildesk.runtime import load_runtime
 
     settings = load_settings()
@@ -104,22 +122,49 @@ def ingest(
     logging.getLogger("maildesk").setLevel(logging.WARNING)
     runtime = load_runtime(settings)
     engine = _engine(settings)
+    policy = notify_policy(notify)
+    if dry_run:
+        from maildesk.dryrun import preview_paths
+
+        counts = asyncio.run(
+            preview_paths(engine, runtime, paths, policy, lambda p: print(p.line, flush=True))
+        )
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+        print(f"dry run, nothing stored: {summary or 'no mail'}")
+        if counts.get("not-mail"):
+            raise typer.Exit(1)
+        return
     with Progress(console=err, transient=True) as progress:
-        stats = asyncio.run(ingest_paths(engine, runtime, paths, progress))
+        stats = asyncio.run(ingest_paths(engine, runtime, paths, progress, policy))
+    for line in stats.refused:
+        print(line, file=sys.stderr)
     console.print(
         f"{stats.processed} processed: {len(stats.tickets)} tickets touched, "
         f"{stats.duplicates} duplicates, {stats.failed} kept as errors"
+        + (f", {len(stats.refused)} files refused (not mail)" if stats.refused else "")
     )
+    if stats.refused:
+        raise typer.Exit(1)
+
+
+def _valid_status(value: str | None, valid: tuple[str, ...]) -> str | None:
+    if value is not None and value not in valid:
+        raise MaildeskError(f"--status {value}: unknown status; valid: {', '.join(valid)}")
+    return value
 
 
 @app.command()
 def tickets(
-    status: Annotated[str | None, typer.Option(help="Only tickets with this status.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only tickets with this status: " + ", ".join(queries.TICKET_STATUSES)),
+    ] = None,
     spam: Annotated[bool, typer.Option("--spam", help="The spam quarantine instead.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """List tickets."""
+    status = _valid_status(status, queries.TICKET_STATUSES)
     rows = queries.list_tickets(
         _engine(load_settings()), status="spam" if spam else status, limit=limit
     )
@@ -135,9 +180,9 @@ def tickets(
             r["requester"],
             r["assignee"] or "-",
             r["subject"],
-            str(r["created_at"])[:16],
+            when(r["created_at"]),
         )
-    console.print(table)
+    print_table(console, table)
     if len(rows) == limit:
         err.print(f"(the newest {limit}; use --limit for more)")
 
@@ -156,7 +201,7 @@ def show(
     console.print(f"[bold]{t['tid']}[/bold] {t['subject']}", highlight=False)
     console.print(
         f"status {t['status']}, priority {t['priority']}, category {t['category']}, "
-        f"SLA {t['sla_level']} (first answer due {t['first_response_due']}), "
+        f"SLA {t['sla_level']} (first answer due {when(t['first_response_due'])}), "
         f"assignee {t['assignee'] or '-'}, language {t['language']}",
         highlight=False,
     )
@@ -166,7 +211,13 @@ def show(
     )
     for m in data["messages"]:
         spam = f"  spam {m['spam_probability']:.3f} ({m['spam_band']})" if m["spam_band"] else ""
-        console.rule(f"{m['created_at']}  {m['direction']} {m['kind']} from {m['from_addr']}{spam}")
+        console.rule(
+            f"{when(m['created_at'])}  {m['direction']} {m['kind']} from {m['from_addr']}{spam}"
+        )
+        if m["identity"]:
+            console.print(
+                f"identity: {m['identity']} ({m['identity_reason']})", markup=False, highlight=False
+            )
         console.print(m["body_text"][:2000] or m["subject"], markup=False, highlight=False)
         for a in m["attachments"]:
             console.print(
@@ -174,11 +225,11 @@ def show(
             )
     console.rule("events")
     for e in data["events"]:
-        console.print(f"{e['at']}  {e['actor']}  {e['kind']}: {e['detail']}", markup=False)
+        console.print(f"{when(e['at'])}  {e['actor']}  {e['kind']}: {e['detail']}", markup=False)
     console.rule("outbound mail")
     for o in data["outbox"]:
         console.print(
-            f"{o['created_at']}  {o['kind']} to {o['recipients']}: {o['status']}"
+            f"{when(o['created_at'])}  {o['kind']} to {', '.join(o['recipients'])}: {o['status']}"
             + (f" ({o['last_error']})" if o["last_error"] else ""),
             markup=False,
         )
@@ -191,22 +242,24 @@ def outbox(
     as_json: JsonOpt = False,
 ) -> None:
     """List outbound mail and its delivery state."""
+    status = _valid_status(status, queries.OUTBOX_STATUSES)
     rows = queries.list_outbox(_engine(load_settings()), status=status, limit=limit)
     if as_json:
         print(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
         return
-    table = Table("id", "TID", "kind", "to", "status", "attempts", "last error")
+    table = Table("id", "TID", "kind", "to", "status", "attempts", "created", "last error")
     for r in rows:
         table.add_row(
             str(r["id"]),
             r["tid"] or "-",
             r["kind"],
-            r["recipients"],
+            ", ".join(r["recipients"]),
             r["status"],
             str(r["attempts"]),
+            when(r["created_at"]),
             (r["last_error"] or "")[:60],
         )
-    console.print(table)
+    print_table(console, table)
 
 
 @app.command()
@@ -219,9 +272,9 @@ def errors(limit: int = 100, as_json: JsonOpt = False) -> None:
     table = Table("inbound", "received", "source", "size", "error")
     for r in rows:
         table.add_row(
-            str(r["id"]), str(r["received_at"])[:19], r["source"], str(r["size"]), r["error"] or ""
+            str(r["id"]), when(r["received_at"]), r["source"], str(r["size"]), r["error"] or ""
         )
-    console.print(table)
+    print_table(console, table)
 
 
 @db_app.command("upgrade")
@@ -233,9 +286,9 @@ def db_upgrade() -> None:
     console.print(f"database at {after} (was {before or 'empty'})")
 
 
-def main() -> None:
+def main(latch: SignalLatch | None = None) -> None:
     try:
-        app()
+        app(obj=latch)
     except MaildeskError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"maildesk: {line}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,18 @@ def make_engine(url: str) -> Engine:
     """An engine with durable settings: SQLite WAL + synchronous=FULL + busy timeout."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private = bool(path) and path != ":memory:"
+        if private:
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 60}, poolclass=NullPool
         )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            if private:  # every mail is in here: the service user's only (WAL files follow)
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o600)
             # Let SQLAlchemy issue BEGIN itself (pysqlite's implicit transactions are off).
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
@@ -91,10 +97,10 @@ def current_revision(engine: Engine) -> str | None:
         ) from None
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str | None]:
-    """Apply all migrations; returns (before, after) revisions."""
+def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str | None]:
+    """Apply the migrations up to `target` (all by default); returns (before, after)."""
     before = current_revision(engine)
-    command.upgrade(_alembic_config(engine), "head")
+    command.upgrade(_alembic_config(engine), target)
     return before, current_revision(engine)
 
 

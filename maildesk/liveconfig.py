@@ -84,7 +84,8 @@ def _tell_admins(engine: Engine, runtime: Runtime, problems: list[str]) -> None:
             Outbox(
                 kind="config_error",
                 mail_from=out.mail_from,
-                recipients=",".join(admins),
+                recipients=list(admins),
+                rcpt=admins[0],
                 message_id=out.message_id,
                 raw=out.raw,
                 created_at=now,

@@ -45,8 +45,24 @@ class Metrics:
             "maildesk_backlog", "Rows waiting, by queue", ["queue"], registry=self.registry
         )
 
+    def totals(self) -> dict[str, int]:
+        """Mails accepted, processed and sent since start (for systemd's STATUS=)."""
+        out = {"accepted": 0, "processed": 0, "sent": 0}
+        for metric in self.registry.collect():
+            for sample in metric.samples:
+                if sample.name == "maildesk_mails_accepted_total":
+                    out["accepted"] += int(sample.value)
+                elif sample.name == "maildesk_mails_processed_total":
+                    out["processed"] += int(sample.value)
+                elif (
+                    sample.name == "maildesk_outbox_deliveries_total"
+                    and sample.labels.get("result") == "sent"
+                ):
+                    out["sent"] += int(sample.value)
+        return out
 
-def _backlog(engine: Engine) -> dict[str, int]:
+
+def backlog_counts(engine: Engine) -> dict[str, int]:
     with Session(read_only(engine)) as session:
         inbound = session.exec(
             select(func.count()).select_from(Inbound).where(Inbound.status == "new")
@@ -88,7 +104,7 @@ class StatusServer:
     async def health(self) -> tuple[int, dict[str, Any]]:
         body: dict[str, Any] = dict(self._components())
         try:
-            body["backlog"] = await asyncio.to_thread(_backlog, self._engine)
+            body["backlog"] = await asyncio.to_thread(backlog_counts, self._engine)
             body["database"] = "ok"
         except Exception as exc:
             body["database"] = f"error: {str(exc).splitlines()[0]}"
@@ -114,7 +130,7 @@ class StatusServer:
                 code, body = await self.health()
                 payload, ctype = json.dumps(body, default=str).encode(), "application/json"
             elif path == "/metrics":
-                backlog = await asyncio.to_thread(_backlog, self._engine)
+                backlog = await asyncio.to_thread(backlog_counts, self._engine)
                 for queue, count in backlog.items():
                     self._metrics.backlog.labels(queue).set(count)
                 code, payload = 200, generate_latest(self._metrics.registry)

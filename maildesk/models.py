@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,20 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class AddressList(TypeDecorator[list[str]]):
+    """A list of addresses, stored as a JSON array: never joined and split again, so an
+    address can never turn into two (a quoted local part with a comma stays one)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: Any) -> str | None:
+        return None if value is None else json.dumps(list(value))
+
+    def process_result_value(self, value: str | None, dialect: Any) -> list[str] | None:
+        return None if value is None else [str(a) for a in json.loads(value)]
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Column[datetime]:
@@ -72,12 +87,20 @@ class Ticket(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     first_response_due: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    first_response_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    pending_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    time_spent_minutes: int = 0
+    # Opened for someone who replied into another ticket they may not join: that ticket.
+    linked_to: int | None = Field(default=None, index=True)
 
 
 class Message(SQLModel, table=True):
     """One mail on a ticket, in or out. dedupe_key is unique for inbound mail (invariant 2)."""
 
-    __table_args__ = (UniqueConstraint("dedupe_key", name="uq_message_dedupe_key"),)
+    __table_args__ = (
+        UniqueConstraint("dedupe_key", name="uq_message_dedupe_key"),
+        Index("ix_message_sender_body", "from_addr", "body_hash"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="ticket.id", index=True)
@@ -96,6 +119,10 @@ class Message(SQLModel, table=True):
     spam_probability: float | None = None  # None: not scored (cold start, staff token)
     spam_band: str | None = Field(default=None, max_length=10)
     spam_model: str | None = Field(default=None, max_length=100)
+    # Who the sender was taken to be (maildesk.identity): staff or customer, and why.
+    identity: str | None = Field(default=None, max_length=20)
+    identity_reason: str | None = Field(default=None, sa_column=Column(Text))
+    body_hash: str | None = Field(default=None, max_length=64)  # same sender, same body: storms
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
@@ -134,14 +161,18 @@ class Event(SQLModel, table=True):
 class Outbox(SQLModel, table=True):
     """Outbound mail, written in the same transaction as the ticket change (invariant 3)."""
 
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_rcpt", "rcpt", "created_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
     kind: str = Field(max_length=30)  # confirmation, notification, ...
     automatic: bool = True  # an automatic reply (counts against the per-sender cap)
     mail_from: str = Field(max_length=500)
-    recipients: str = Field(sa_column=Column(Text, nullable=False))  # comma-separated
+    recipients: list[str] = Field(sa_column=Column(AddressList(), nullable=False))
+    rcpt: str = Field(default="", max_length=500)  # the first recipient: per-recipient caps
     message_id: str = Field(max_length=500, unique=True)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     status: str = Field(default="queued", max_length=10)  # queued, sent, failed

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 from typing import Any
 
 from maildesk.compose import OutgoingMail, compose
 from maildesk.parse import InboundMail
 from maildesk.pipeline import MailIntent, TicketState
+from maildesk.quotes import strip_reply
 from maildesk.render import RenderedMail, Templates
 from maildesk.replytoken import reply_address
 from maildesk.rules import RulesConfig
@@ -16,6 +19,7 @@ from maildesk.sla import SlaConfig
 from maildesk.tid import format_tid, tagged_subject
 
 BODY_EXCERPT_CHARS = 20_000
+NOTIFY_ATTACH_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,24 @@ def build_mails(
     sender: Sender,
     now: datetime,
     rules_fired: tuple[str, ...] = (),
+    answer_to: str | None = None,
+    previous: Mapping[str, str] | None = None,
+    attach_limit: int = NOTIFY_ATTACH_BYTES,
 ) -> list[tuple[MailIntent, OutgoingMail]]:
+    """`answer_to`: the Message-ID of the customer's last mail on the ticket, which a
+    staff answer replies to. `previous`: staff address -> the last notification about
+    this ticket to them, which the next one refers to (one thread per ticket in their
+    client). Customer attachments go with notifications up to `attach_limit` bytes."""
     level = sla.levels.get(ticket.sla_level)
+    attach = sum(len(a.payload) for a in mail.attachments) <= attach_limit
+    tid = format_tid(ticket.id)
+    listed = [
+        a.filename if attach else f"{a.filename} ({len(a.payload)} B: "
+        f"maildesk attachment get {tid} {a.filename})"
+        for a in mail.attachments
+    ]
     context: dict[str, Any] = {
-        "tid": format_tid(ticket.id),
+        "tid": tid,
         "subject": ticket.subject,
         "customer_name": ticket.requester_name,
         "customer_email": ticket.requester,
@@ -54,30 +72,50 @@ def build_mails(
         "group": ticket.group,
         "priority": ticket.priority,
         "category": ticket.category,
-        "body": mail.text[:BODY_EXCERPT_CHARS],
+        "body": _clean(mail.text)[:BODY_EXCERPT_CHARS],
+        "author": None,
+        "status": ticket.status,
+        "linked_tid": None,
         "rules_fired": list(rules_fired),
-        "attachments": [a.filename for a in mail.attachments],
+        "attachments": listed,
     }
     subject = tagged_subject(ticket.id, ticket.subject)
     references = (*mail.references, *([mail.message_id] if mail.message_id else ()))
 
-    def render(template: str, language: str, event: str) -> RenderedMail:
+    def render(template: str, language: str, intent: MailIntent) -> RenderedMail:
         sla_name = level.display(ticket.sla_level, language) if level else ticket.sla_level
-        return templates.render(
-            template, language, {**context, "sla_name": sla_name, "event": event}
-        )
+        extra: dict[str, Any] = {"sla_name": sla_name, "event": intent.event}
+        if intent.continues is not None:
+            extra["linked_tid"] = format_tid(intent.continues)
+        if intent.author:
+            member = rules.member(intent.author)
+            extra["author"] = member.name if member else intent.author
+        if intent.reply is not None:
+            extra["body"] = intent.reply.text[:BODY_EXCERPT_CHARS]
+        elif intent.event in ("reply", "reopened"):  # the customer's new text first
+            extra["body"] = _clean(strip_reply(mail.text, None).text)[:BODY_EXCERPT_CHARS]
+        return templates.render(template, language, {**context, **extra})
 
     out: list[tuple[MailIntent, OutgoingMail]] = []
     for intent in intents:
+        if intent.template == "refused":
+            out.append((intent, _refused_notice(intent, ticket, sender, subject, now)))
+            continue
+        if intent.template == "held":
+            out.append((intent, _held_notice(intent, ticket, rules, sender, subject, now)))
+            continue
+        if intent.template == "answer":
+            member = rules.member(intent.author or "")
+            author = member.name if member else "Support"
+            out.append((intent, _answer(intent, author, mail, sender, subject, now, answer_to)))
+            continue
         if intent.template == "confirmation":
-            language = intent.language
-            body = render("confirmation", language, intent.event)
             composed = compose(
                 from_addr=sender.address,
                 from_name=sender.name,
                 to=intent.recipients,
                 subject=subject,
-                body=body,
+                body=render("confirmation", intent.language, intent),
                 now=now,
                 in_reply_to=mail.message_id,
                 references=references,
@@ -85,10 +123,12 @@ def build_mails(
             )
             out.append((intent, composed))
             continue
+        files = [(a.filename, a.content_type, a.payload) for a in mail.attachments] if (
+            attach and intent.reply is None) else []
         for staff in intent.recipients:  # one mail each: own language, own reply token
             member = rules.member(staff)
             language = member.languages[0] if member and member.languages else "en"
-            body = render("notification", language, intent.event)
+            before = (previous or {}).get(staff)
             composed = compose(
                 from_addr=sender.address,
                 from_name=sender.name,
@@ -96,12 +136,116 @@ def build_mails(
                 subject=f"[possible spam] {subject}"
                 if intent.event == "possible_spam"
                 else subject,
-                body=body,
+                body=render("notification", language, intent),
                 now=now,
-                in_reply_to=mail.message_id,
-                references=references,
+                in_reply_to=before or mail.message_id,
+                references=(*references, *([before] if before else [])),
                 reply_to=reply_address(sender.address, ticket.id, staff, sender.hmac_key),
                 automatic=True,
+                attachments=files,
             )
             out.append((intent, composed))
     return out
+
+
+def _pre(text: str) -> str:
+    return f'<pre style="white-space: pre-wrap">{escape(text)}</pre>'
+
+
+def _clean(text: str) -> str:
+    """Line ends as a mail client shows them: no stray CR from the customer's CRLF."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _answer(
+    intent: MailIntent,
+    author: str,
+    mail: InboundMail,
+    sender: Sender,
+    subject: str,
+    now: datetime,
+    answer_to: str | None,
+) -> OutgoingMail:
+    """The staff member's answer as the customer receives it: from the support address
+    with the author's name, quotes removed, attachments byte for byte, threaded to the
+    customer's last mail, not automatic (no Auto-Submitted: the customer may answer)."""
+    assert intent.reply is not None
+    text = _clean(intent.reply.text).rstrip() + "\n"
+    html = intent.reply.html or _pre(text)
+    return compose(
+        from_addr=sender.address,
+        from_name=f"{author} (Support)",
+        to=intent.recipients,
+        cc=intent.cc,
+        subject=subject,
+        body=RenderedMail(text=text, html=html),
+        now=now,
+        in_reply_to=answer_to,
+        references=tuple(r for r in (answer_to,) if r),
+        automatic=False,
+        attachments=list(intent.files)
+        if intent.files is not None
+        else [(a.filename, a.content_type, a.payload) for a in mail.attachments],
+    )
+
+
+def _held_notice(
+    intent: MailIntent,
+    ticket: TicketState,
+    rules: RulesConfig,
+    sender: Sender,
+    subject: str,
+    now: datetime,
+) -> OutgoingMail:
+    """To a staff member whose answer the collision guard held: the other answer, and
+    how to send theirs anyway (a reply starting with #send, to this mail's token)."""
+    assert intent.collision is not None and intent.reply is not None and intent.author
+    other = rules.member(intent.collision.other)
+    name = other.name if other else intent.collision.other
+    text = "\n".join([
+        f"Your answer on {format_tid(ticket.id)} was NOT sent: {name} answered the customer",
+        "after the mail you replied to.",
+        "",
+        f"{name} wrote:",
+        "-" * 70,
+        _clean(intent.collision.text).strip(),
+        "-" * 70,
+        "Your answer:",
+        "-" * 70,
+        _clean(intent.reply.text).strip(),
+        "-" * 70,
+        "To send yours anyway, reply to this mail with #send as the first line.",
+        "Any other reply drops it.",
+    ]) + "\n"
+    return _to_author(intent.author, f"[held] {subject}", text, ticket, sender, now)
+
+
+def _refused_notice(
+    intent: MailIntent, ticket: TicketState, sender: Sender, subject: str, now: datetime
+) -> OutgoingMail:
+    """To a staff member whose mail had an invalid command line: which and why."""
+    assert intent.author
+    text = "\n".join([
+        f"Your mail on {format_tid(ticket.id)} was NOT applied and nothing reached the customer:",
+        "",
+        *(f"  {line}" for line in intent.lines),
+        "",
+        "Fix the line and send the mail again (reply to this one: it carries your reply token).",
+    ]) + "\n"
+    return _to_author(intent.author, f"[not applied] {subject}", text, ticket, sender, now)
+
+
+def _to_author(
+    author: str, subject: str, text: str, ticket: TicketState, sender: Sender, now: datetime
+) -> OutgoingMail:
+    """A plain notice to a staff member, with their reply token so they can answer it."""
+    return compose(
+        from_addr=sender.address,
+        from_name=sender.name,
+        to=(author,),
+        subject=subject,
+        body=RenderedMail(text=text, html=_pre(text)),
+        now=now,
+        reply_to=reply_address(sender.address, ticket.id, author, sender.hmac_key),
+        automatic=True,
+    )

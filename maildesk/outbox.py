@@ -17,6 +17,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -117,20 +118,48 @@ def transport_from_url(url: str) -> Transport:
     """`maildir:PATH`, `smtp://user:pass@host:587?starttls=1`, `smtps://host:465`."""
     if url.startswith("maildir:"):
         return MaildirTransport(Path(url.removeprefix("maildir:")))
+    transport = check_outbound_url(url)
+    assert transport is not None
+    return transport
+
+
+def check_outbound_url(url: str) -> SmtpTransport | None:
+    """Parse MAILDESK_OUTBOUND without touching anything; a ConfigError names it."""
+    if url.startswith("maildir:"):
+        if not url.removeprefix("maildir:"):
+            raise ConfigError("MAILDESK_OUTBOUND: maildir: needs a path (maildir:/srv/sent)")
+        return None
     parsed = urlparse(url)
+    shown = _redact(url)
     if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
         raise ConfigError(
-            f"MAILDESK_OUTBOUND: expected maildir:PATH or smtp://host:port, got {url!r}"
+            f"MAILDESK_OUTBOUND: expected maildir:PATH or smtp://host:port, got {shown!r}"
         )
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ConfigError(
+            f"MAILDESK_OUTBOUND: the port is not a number 1-65535 in {shown!r}"
+        ) from None
     query = parse_qs(parsed.query)
+    unknown = sorted(set(query) - {"starttls"})
+    if unknown:
+        raise ConfigError(f"MAILDESK_OUTBOUND: unknown option {unknown[0]!r} (known: starttls)")
     return SmtpTransport(
         host=parsed.hostname,
-        port=parsed.port or (465 if parsed.scheme == "smtps" else 25),
+        port=port or (465 if parsed.scheme == "smtps" else 25),
         username=unquote(parsed.username) if parsed.username else None,
         password=unquote(parsed.password) if parsed.password else None,
         starttls=query.get("starttls", ["0"])[0] in ("1", "true", "yes"),
         tls=parsed.scheme == "smtps",
     )
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    return url.replace(f":{parsed.password}@", ":***@", 1)
 
 
 def release_claims(engine: Engine) -> int:
@@ -166,8 +195,12 @@ class OutboxSender:
         backoff: float = 5.0,
         backoff_max: float = 1800.0,
         metrics: Metrics | None = None,
+        return_path: Callable[[int], str] | None = None,
     ) -> None:
+        """`return_path(outbox id)`: the envelope sender (VERP), so a delivery report
+        can be matched to the mail it is about (maildesk.replytoken.bounce_address)."""
         self._metrics = metrics
+        self._return_path = return_path
         self._engine = engine
         self._transport = transport
         self.max_attempts = max_attempts
@@ -229,8 +262,9 @@ class OutboxSender:
                 assert row.id is not None
                 row.next_attempt_at = now + LEASE
                 session.add(row)
+                mail_from = self._return_path(row.id) if self._return_path else row.mail_from
                 claimed.append(
-                    (row.id, row.mail_from, row.recipients.split(","), bytes(row.raw), row.attempts)
+                    (row.id, mail_from, list(row.recipients), bytes(row.raw), row.attempts)
                 )
             session.commit()
         return claimed

@@ -25,6 +25,7 @@ from html.parser import HTMLParser
 
 import mailparser
 
+from maildesk.address import parse_addresses
 from maildesk.errors import MalformedMail
 
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)  # defects are reported by us
@@ -37,6 +38,7 @@ MAX_MIME_DEPTH = 20
 MAX_MIME_PARTS = 500
 
 _MSGID_RE = re.compile(r"<([^<>\s]+)>")
+_BARE_ID_RE = re.compile(r"[^\s<>()\"@,;]+@[^\s<>()\"@,;]+")
 # Labels whose real-world content is a superset of what they name.
 _CHARSET_ALIASES = {
     "gb2312": "gb18030",
@@ -83,6 +85,11 @@ class InboundMail:
     headers: tuple[tuple[str, str], ...] = field(repr=False)  # (lowercase name, decoded value)
     defects: tuple[str, ...] = ()
     report: DeliveryReport | None = None
+    # Header values that were not used (an unusable address, a Message-ID with a
+    # control character): the rest of the mail is processed, these say why.
+    dropped: tuple[str, ...] = ()
+    # The distribution list this mail came through (List-Post), never a participant.
+    list_address: str | None = None
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -116,7 +123,13 @@ def parse_mail(raw: bytes) -> InboundMail:
     _check_structure_bounds(message)
 
     headers = tuple((k.lower(), decode_header_value(v)) for k, v in message.items())
-    from_name, from_addr = _first_address(message.get_all("from", []))
+    dropped: list[str] = []
+    from_name, from_addr = _first_address(_addresses("From", message, dropped))
+    list_address = _list_address(message)
+    if list_address and from_addr == list_address:
+        # A list rewrote From (DMARC, "Ann via Users"): the author is in X-Original-From
+        # or Reply-To; the list itself is never the sender of a ticket.
+        from_name, from_addr = _list_author(message, list_address, dropped)
     # Bodies are decoded here, not by mail-parser: it falls back to UTF-8 with errors
     # ignored when a charset is missing or unknown, which silently drops Russian text.
     text_parts, html_parts = _bodies(message)
@@ -131,25 +144,79 @@ def parse_mail(raw: bytes) -> InboundMail:
     text = "\n\n".join(text_parts) if text_parts else (html_to_text(html) if html else "")
 
     return InboundMail(
-        message_id=normalise_message_id(message.get("message-id")),
-        subject=_one_line(decode_header_value(message.get("subject", ""))),
+        message_id=_message_id(message.get("message-id"), dropped),
+        subject=_no_nul(_one_line(decode_header_value(message.get("subject", "")))),
         from_addr=from_addr,
         from_name=from_name,
-        reply_to=tuple(a for _, a in _addresses(message.get_all("reply-to", []))),
-        to=tuple(a for _, a in _addresses(message.get_all("to", []))),
-        cc=tuple(a for _, a in _addresses(message.get_all("cc", []))),
+        reply_to=tuple(a for _, a in _addresses("Reply-To", message, dropped)),
+        to=tuple(a for _, a in _addresses("To", message, dropped)),
+        cc=tuple(a for _, a in _addresses("Cc", message, dropped)),
         date=_date(message.get("date")),
-        in_reply_to=tuple(message_ids(message.get("in-reply-to", ""))),
-        references=tuple(message_ids(" ".join(str(v) for v in message.get_all("references", [])))),
-        text=text,
-        html=html,
+        in_reply_to=tuple(_id_list("In-Reply-To", message, dropped)),
+        references=tuple(_id_list("References", message, dropped)),
+        text=_no_nul(text),
+        html=_no_nul(html) if html is not None else None,
         attachments=tuple(attachments),
         content_type=message.get_content_type(),
         content_hash=content_hash,
         headers=headers,
         defects=tuple(defects),
         report=_delivery_report(message),
+        dropped=tuple(dropped),
+        list_address=list_address,
     )
+
+
+def _list_address(message: email.message.Message) -> str | None:
+    """The posting address of the list a mail came through (RFC 2369 List-Post)."""
+    value = message.get("list-post")
+    if value is None:
+        return None
+    found = re.search(r"<mailto:([^>?\s]+)", str(value), re.IGNORECASE)
+    if not found:
+        return None
+    parsed = parse_addresses("List-Post", [found.group(1)])
+    return parsed.addresses[0][1] if parsed.addresses else None
+
+
+def _list_author(
+    message: email.message.Message, list_address: str, dropped: list[str]
+) -> tuple[str, str]:
+    for header in ("X-Original-From", "Reply-To"):
+        found = [a for a in _addresses(header, message, []) if a[1] != list_address]
+        if found:
+            dropped.append(f"From: the list address {list_address}; author from {header}")
+            return found[0]
+    dropped.append(f"From: the list address {list_address}; no header names the author")
+    return "", ""
+
+
+def _no_nul(text: str) -> str:
+    """NUL has no place in text (PostgreSQL refuses it): shown as U+FFFD instead."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _has_control(value: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
+def _message_id(value: object, dropped: list[str]) -> str | None:
+    found = normalise_message_id(value)
+    if found is not None and _has_control(found):
+        dropped.append("Message-ID: has a control character; deduplicated by content instead")
+        return None
+    return found
+
+
+def _id_list(header: str, message: email.message.Message, dropped: list[str]) -> list[str]:
+    ids: list[str] = []
+    for value in message.get_all(header.lower(), []):
+        for found in message_ids(str(value)):
+            if _has_control(found) or len(found) > 500:
+                dropped.append(f"{header}: an entry with a control character or over 500 chars")
+            else:
+                ids.append(found)
+    return ids
 
 
 def normalise_message_id(value: object) -> str | None:
@@ -164,7 +231,13 @@ def normalise_message_id(value: object) -> str | None:
 
 
 def message_ids(value: str) -> Iterable[str]:
-    return _MSGID_RE.findall(str(value))
+    """The ids in In-Reply-To/References; bare `id@host` too when none has brackets
+    (some list software and old clients write them so; Thunderbird accepts them)."""
+    text = str(value)
+    found = _MSGID_RE.findall(text)
+    if found:
+        return found
+    return [t.strip(".,;") for t in text.split() if _BARE_ID_RE.fullmatch(t.strip(".,;"))]
 
 
 def decode_header_value(value: object) -> str:
@@ -228,19 +301,16 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _addresses(values: Sequence[object]) -> list[tuple[str, str]]:
-    decoded = [decode_header_value(v) for v in values]
-    result = []
-    for name, addr in email.utils.getaddresses(decoded):
-        addr = addr.strip().lower()
-        local, at, domain = addr.rpartition("@")
-        if at and local and domain and not any(c.isspace() or c in "\r\n<>" for c in addr):
-            result.append((_one_line(name), addr))
-    return result
+def _addresses(
+    header: str, message: email.message.Message, dropped: list[str]
+) -> tuple[tuple[str, str], ...]:
+    """(display name, address) pairs, parsed on the undecoded header (see maildesk.address)."""
+    parsed = parse_addresses(header, message.get_all(header.lower(), []), _fix_surrogates)
+    dropped.extend(parsed.problems)
+    return parsed.addresses
 
 
-def _first_address(values: Sequence[object]) -> tuple[str, str]:
-    found = _addresses(values)
+def _first_address(found: Sequence[tuple[str, str]]) -> tuple[str, str]:
     return found[0] if found else ("", "")
 
 

@@ -48,6 +48,7 @@ class ParserPool:
         except Exception as exc:  # a bug in parsing: keep the raw mail, tell the operator
             return ParseFailure(f"parser error: {type(exc).__name__}: {exc}")
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         self._pool.stop()
-        self._pool.join(timeout=5)
+        if wait:
+            self._pool.join(timeout=5)

@@ -7,122 +7,58 @@ in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime
-from typing import Literal
 
+from maildesk.answer import decide_staff_mail
 from maildesk.classify import Classification
+from maildesk.decision import (
+    CLOSED_STATUSES,
+    Alert,
+    Decision,
+    MailIntent,
+    NewTicket,
+    Policy,
+    SenderFacts,
+    SpamBand,
+    ThreadMatch,
+    TicketState,
+    Workload,
+)
+from maildesk.identity import Identity
 from maildesk.language import detect_language
 from maildesk.parse import InboundMail
 from maildesk.rules import RulesConfig, evaluate, pick_assignee
-from maildesk.sla import SlaConfig
-from maildesk.tid import clean_subject
+from maildesk.tid import clean_subject, format_tid
 
-CLOSED_STATUSES = frozenset({"resolved", "closed"})
-
-
-@dataclass(frozen=True)
-class TicketState:
-    id: int
-    status: str
-    subject: str
-    requester: str
-    requester_name: str
-    participants: frozenset[str]
-    assignee: str | None
-    group: str | None
-    priority: str
-    category: str
-    sla_level: str
-    language: str
-    first_response_due: datetime | None
+__all__ = [
+    "CLOSED_STATUSES",
+    "Alert",
+    "Decision",
+    "MailIntent",
+    "NewTicket",
+    "Policy",
+    "SenderFacts",
+    "SpamBand",
+    "ThreadMatch",
+    "TicketState",
+    "Workload",
+    "confirmation_refusal",
+    "decide",
+    "may_join",
+]
 
 
-@dataclass(frozen=True)
-class ThreadMatch:
-    """Which existing ticket this mail belongs to, and how we know."""
-
-    ticket: TicketState | None
-    via: Literal["tid", "reference", "bounce", "none"]
-    refused: tuple[int, ...] = ()  # tickets the mail pointed at but its sender may not join
-
-
-@dataclass(frozen=True)
-class SenderFacts:
-    auto_replies_last_hour: int
-    suppressed: bool
-
-
-@dataclass(frozen=True)
-class Workload:
-    open_counts: Mapping[str, int]
-    last_assigned: Mapping[str, str]  # group -> last staff picked (round robin)
-
-
-SpamBand = Literal["ham", "unsure", "spam"]
-
-
-@dataclass(frozen=True)
-class NewTicket:
-    status: Literal["new", "held", "spam"]
-    subject: str
-    requester: str
-    requester_name: str
-    cc: tuple[str, ...]
-    assignee: str | None
-    group: str | None
-    priority: str
-    category: str
-    sla_level: str
-    language: str
-    first_response_due: datetime
-    rules_fired: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class MailIntent:
-    """A mail to render and queue once the ticket has its ID."""
-
-    template: Literal["confirmation", "notification"]
-    recipients: tuple[str, ...]
-    language: str
-    event: Literal["new", "reply", "reopened", "possible_spam"]
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Literal["new_ticket", "append", "orphan_bounce"]
-    message_kind: Literal["customer", "staff", "auto_reply", "bounce"]
-    ticket: TicketState | None = None  # the existing ticket (append)
-    new_ticket: NewTicket | None = None
-    reopen: bool = False
-    add_cc: tuple[str, ...] = ()
-    mails: tuple[MailIntent, ...] = ()
-    suppress: tuple[str, ...] = ()  # hard-bounced addresses: no automatic mail for a while
-    events: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (kind, detail)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The parts of configuration the core needs, passed in (no globals)."""
-
-    rules: RulesConfig
-    sla: SlaConfig
-    own_addresses: frozenset[str]
-    default_language: str
-    auto_reply_limit_per_hour: int
-
-
-def may_join(ticket: TicketState, sender: str, rules: RulesConfig) -> bool:
-    """A TID or reference is not a key: only participants and staff join (invariant 5)."""
-    return sender in ticket.participants or rules.member(sender) is not None
+def may_join(ticket: TicketState, identity: Identity) -> bool:
+    """A TID or reference is not a key: only participants and proven staff join (invariant 5)."""
+    return identity.is_staff or (bool(identity.address) and identity.address in ticket.participants)
 
 
 def decide(
     mail: InboundMail,
     kind: Classification,
     thread: ThreadMatch,
+    identity: Identity,
     sender: SenderFacts,
     workload: Workload,
     policy: Policy,
@@ -132,30 +68,152 @@ def decide(
     """Spam only matters for new tickets: a participant's reply is never quarantined."""
     if kind.kind == "bounce":
         return _bounce(mail, thread)
+    decision = _decide(mail, kind, thread, identity, sender, workload, policy, now, spam)
+    events = [("identity", f"{identity.role}: {identity.reason}")]
+    if thread.reason:
+        events.append(("thread", thread.reason))
+    for problem in mail.dropped:
+        events.append(("header", f"ignored {problem}"))
+    alerts = list(decision.alerts)
+    if identity.spoof and "spoof" not in sender.alerted:
+        alerts.append(_spoof_alert(mail, identity))
+    return replace(decision, events=(*events, *decision.events), alerts=tuple(alerts))
+
+
+def _decide(
+    mail: InboundMail,
+    kind: Classification,
+    thread: ThreadMatch,
+    identity: Identity,
+    sender: SenderFacts,
+    workload: Workload,
+    policy: Policy,
+    now: datetime,
+    spam: SpamBand,
+) -> Decision:
+    if thread.ticket is not None and _reopen_window_passed(thread.ticket, identity, policy, now):
+        old = thread.ticket.id
+        thread = replace(
+            thread, ticket=None, refused=(old, *thread.refused), continues=old,
+            reason=f"{format_tid(old)} is closed for longer than {policy.reopen_days:g} days:"
+            " a new ticket, linked to it",
+        )
     if thread.ticket is not None:
-        return _append(mail, kind, thread.ticket, policy)
-    return _new_ticket(mail, kind, thread, sender, workload, policy, now, spam)
+        return _append(mail, kind, thread.ticket, identity, policy, sender, now)
+    if kind.kind == "auto_reply" and thread.refused_ticket is not None:
+        # An out-of-office about one of our mails from someone not on that ticket:
+        # noted there; it opens nothing and wakes nobody.
+        return Decision(
+            action="note",
+            message_kind="auto_reply",
+            ticket=thread.refused_ticket,
+            events=(("auto_reply", f"from {mail.from_addr or '(no sender)'}: "
+                     + "; ".join(kind.reasons)),),
+        )
+    if sender.same_body_ticket is not None:
+        return _silent_append(
+            sender.same_body_ticket,
+            ("storm", "same body from this sender within the hour: added here, nobody mailed"),
+        )
+    limit = policy.new_tickets_per_sender_per_hour
+    if sender.latest_ticket is not None and sender.new_tickets_last_hour >= limit:
+        appended = _silent_append(
+            sender.latest_ticket,
+            ("storm", f"{mail.from_addr} opened {limit} tickets within the hour: "
+                      "added to their latest ticket, nobody mailed"),
+        )
+        if "storm" in sender.alerted:
+            return appended
+        return replace(appended, alerts=(_storm_alert(mail, limit),))
+    return _new_ticket(mail, kind, thread, identity, sender, workload, policy, now, spam)
+
+
+def _reopen_window_passed(
+    ticket: TicketState, identity: Identity, policy: Policy, now: datetime
+) -> bool:
+    """A customer's reply reopens a resolved or closed ticket only within the window."""
+    if identity.is_staff or ticket.status not in CLOSED_STATUSES or ticket.updated_at is None:
+        return False
+    return (now - ticket.updated_at).total_seconds() > policy.reopen_days * 86400
+
+
+def _silent_append(ticket: TicketState, event: tuple[str, str]) -> Decision:
+    return Decision(action="append", message_kind="customer", ticket=ticket, events=(event,))
+
+
+def _spoof_alert(mail: InboundMail, identity: Identity) -> Alert:
+    claimed = identity.spoof or ""
+    return Alert(
+        "spoof",
+        claimed,
+        f"maildesk: possible spoof of {claimed}",
+        (
+            f"A mail claimed to come from staff address {claimed} without proof.",
+            "It was treated as a customer mail (no staff powers).",
+            "",
+            f"Why:         {identity.reason}",
+            f"From:        {mail.from_name} <{mail.from_addr}>",
+            f"Subject:     {mail.subject}",
+            f"Message-ID:  {mail.message_id or '(none)'}",
+            *(f"Auth-Res:    {v}" for v in mail.header_all("authentication-results")[:3]),
+            "",
+            "Further attempts for this address are not mailed for an hour; they are in the",
+            "ticket events (`maildesk show`).",
+        ),
+    )
+
+
+def _storm_alert(mail: InboundMail, limit: int) -> Alert:
+    return Alert(
+        "storm",
+        mail.from_addr,
+        f"maildesk: mail storm from {mail.from_addr}",
+        (
+            f"{mail.from_addr} opened {limit} or more tickets within the last hour.",
+            "Their further mails are added to their latest ticket without notifications",
+            "or confirmations. Check for an autoresponder or a mail loop.",
+            "",
+            f"Last subject: {mail.subject}",
+        ),
+    )
 
 
 def _bounce(mail: InboundMail, thread: ThreadMatch) -> Decision:
+    """Only a report about a mail we sent (VERP token or its Message-ID) suppresses, and
+    only the recipients that mail went to: a forged report silences nobody."""
     report = mail.report
-    suppress = report.failed_recipients if report and report.permanent else ()
-    events = (("bounce", f"hard bounce for {', '.join(suppress)}"),) if suppress else ()
+    failed = report.failed_recipients if report and report.permanent else ()
+    ours = set(thread.bounce_recipients)
+    suppress = tuple(a for a in failed if a in ours)
+    events: list[tuple[str, str]] = []
+    if suppress:
+        events.append(("bounce", f"hard bounce for {', '.join(suppress)}"))
+    ignored = [a for a in failed if a not in ours]
+    if ignored:
+        events.append(("bounce", f"ignored: not a recipient of our mail: {', '.join(ignored)}"))
     if thread.ticket is None:
-        return Decision(action="orphan_bounce", message_kind="bounce", suppress=suppress)
+        return Decision(
+            action="orphan_bounce", message_kind="bounce", suppress=suppress, events=tuple(events)
+        )
     return Decision(
         action="append",
         message_kind="bounce",
         ticket=thread.ticket,
         suppress=suppress,
-        events=events or (("bounce", "delivery report"),),
+        events=tuple(events) or (("bounce", "delivery report"),),
     )
 
 
 def _append(
-    mail: InboundMail, kind: Classification, ticket: TicketState, policy: Policy
+    mail: InboundMail,
+    kind: Classification,
+    ticket: TicketState,
+    identity: Identity,
+    policy: Policy,
+    sender: SenderFacts,
+    now: datetime,
 ) -> Decision:
-    if kind.kind == "auto_reply":
+    if kind.kind == "auto_reply" and not identity.is_staff:
         # An out-of-office never reopens, closes or notifies anything.
         return Decision(
             action="append",
@@ -163,10 +221,10 @@ def _append(
             ticket=ticket,
             events=(("auto_reply", "; ".join(kind.reasons)),),
         )
-    if policy.rules.member(mail.from_addr) is not None:
-        return Decision(action="append", message_kind="staff", ticket=ticket)
+    if identity.is_staff:
+        return decide_staff_mail(mail, kind, ticket, identity, policy, sender, now)
     reopen = ticket.status in CLOSED_STATUSES
-    add_cc = _new_ccs(mail, ticket.participants, policy.own_addresses)
+    add_cc = _new_ccs(mail, ticket.participants, policy.own_addresses, policy.rules)
     notify = _staff_to_notify(ticket.assignee, (), policy.rules, exclude=mail.from_addr)
     events: list[tuple[str, str]] = []
     if reopen:
@@ -193,6 +251,7 @@ def _new_ticket(
     mail: InboundMail,
     kind: Classification,
     thread: ThreadMatch,
+    identity: Identity,
     sender: SenderFacts,
     workload: Workload,
     policy: Policy,
@@ -215,7 +274,7 @@ def _new_ticket(
         subject=clean_subject(mail.subject) or "(no subject)",
         requester=mail.from_addr,
         requester_name=mail.from_name,
-        cc=_new_ccs(mail, frozenset({mail.from_addr}), policy.own_addresses),
+        cc=_new_ccs(mail, frozenset({mail.from_addr}), policy.own_addresses, policy.rules),
         assignee=assignee,
         group=result.group,
         priority=result.priority,
@@ -224,6 +283,7 @@ def _new_ticket(
         language=language,
         first_response_due=policy.sla.first_response_due(level, now),
         rules_fired=result.fired,
+        linked_to=thread.refused[0] if thread.refused else None,
     )
     events = [("created", f"from {mail.from_addr or '(no sender)'}")]
     if result.fired:
@@ -255,10 +315,15 @@ def _new_ticket(
             events=tuple(events),
         )
     refusal = confirmation_refusal(kind, sender, policy, mail.from_addr)
+    if identity.spoof == mail.from_addr and mail.from_addr:
+        refusal = f"From claims staff address {mail.from_addr} without proof (possible spoof)"
     if refusal:
         events.append(("no_confirmation", refusal))
     else:
-        mails.append(MailIntent("confirmation", (mail.from_addr,), language, "new"))
+        mails.append(
+            MailIntent("confirmation", (mail.from_addr,), language, "new",
+                       continues=thread.continues)
+        )
     if notify:
         mails.append(MailIntent("notification", notify, "en", "new"))
     return Decision(
@@ -290,8 +355,17 @@ def _staff_to_notify(
     return tuple(a for a in dict.fromkeys([*base, *extra]) if a and a != exclude)
 
 
-def _new_ccs(mail: InboundMail, known: frozenset[str], own: frozenset[str]) -> tuple[str, ...]:
-    candidates = [a for a in (*mail.to, *mail.cc) if a not in own and a not in known]
+def _new_ccs(
+    mail: InboundMail, known: frozenset[str], own: frozenset[str], rules: RulesConfig
+) -> tuple[str, ...]:
+    """To/Cc addresses that become participants: never ours, never a mailing list, never
+    staff (a staff address acts only with a proven identity, never as a cc customer)."""
+    candidates = [
+        a
+        for a in (*mail.to, *mail.cc)
+        if a not in own and a not in known and a != mail.list_address
+        and rules.member(a) is None
+    ]
     return tuple(a for a in dict.fromkeys(candidates) if not _is_own(a, own))
 
 

@@ -11,27 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, or_
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from maildesk import store
 from maildesk.classify import classify
-from maildesk.db import read_only
+from maildesk.db import is_postgres, read_only
+from maildesk.identity import authorise
 from maildesk.language import detect_language
 from maildesk.metrics import Metrics
 from maildesk.models import Inbound
 from maildesk.parse import InboundMail
 from maildesk.parsepool import ParseFailure, ParserPool
 from maildesk.pipeline import SenderFacts, Workload, decide
-from maildesk.replytoken import verify
 from maildesk.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -46,6 +47,11 @@ COMMIT_EVERY = 20  # mails per transaction: one fsync, and the write lock is not
 NO_FACTS = SenderFacts(auto_replies_last_hour=0, suppressed=False)
 NO_WORKLOAD = Workload(open_counts={}, last_assigned={})
 MAX_ATTEMPTS = 3
+# PostgreSQL: an instance's claim on the `new` rows it parses. Only saves work: a row
+# whose claim ran out is parsed by another instance too, and still stored once.
+CLAIM = timedelta(seconds=15)
+# Whether a mail's confirmations/notifications go out (`maildesk ingest` imports: see there).
+NotifyPolicy = Callable[[InboundMail, datetime], bool]
 
 
 @dataclass
@@ -56,14 +62,6 @@ class DrainStats:
     failed: int = 0
 
 
-def on_staff_token(mail: InboundMail, envelope_to: str, runtime: Runtime) -> bool:
-    """Mail to a reply address minted for its (staff) sender: not scored for spam."""
-    if runtime.rules.member(mail.from_addr) is None:
-        return False
-    candidates = [a for a in envelope_to.split(",") if a] + list(mail.to) + list(mail.cc)
-    return any(verify(a, mail.from_addr, runtime.hmac_key) for a in candidates)
-
-
 def process_one(
     session: Session,
     inbound_id: int,
@@ -71,6 +69,7 @@ def process_one(
     runtime: Runtime,
     now: datetime,
     spam_filter: SpamFilter | None = None,
+    notify: NotifyPolicy | None = None,
 ) -> tuple[str, int | None]:
     """The flow of one mail (DESIGN.md): dedupe, classify, thread, decide, store."""
     row = session.exec(
@@ -94,27 +93,72 @@ def process_one(
         return "duplicate", existing
 
     kind = classify(mail, row.envelope_from, frozenset(runtime.settings.support_addresses))
-    thread = store.lookup_thread(session, mail, kind, runtime.rules)
+    envelope_to = [a for a in row.envelope_to.split(",") if a]
+    identity = authorise(mail, envelope_to, runtime.trust)
+    thread = store.lookup_thread(session, mail, kind, identity, envelope_to, runtime.hmac_key)
     verdict = None
-    if spam_filter is not None and not on_staff_token(mail, row.envelope_to, runtime):
+    if spam_filter is not None and not identity.is_staff:
         verdict = spam_filter.score(mail)
     new_ticket = thread.ticket is None and kind.kind != "bounce"
+    sender = NO_FACTS
+    if new_ticket:
+        # Storm guards count the last hour of live mail; an import of old mail is no storm.
+        live = not row.source.startswith("file:")
+        repeat = store.body_hash(mail) if live else None
+        sender = store.sender_facts(session, mail.from_addr, now, repeat, storms=live)
+    if identity.is_staff and thread.ticket is not None:
+        collision, held = store.staff_reply_facts(
+            session, thread.ticket.id, mail, identity.address, runtime.settings.data_dir
+        )
+        sender = replace(sender, collision=collision, held=held)
+    if identity.spoof:
+        alerted = store.recent_alerts(session, {"spoof": identity.spoof}, now)
+        sender = replace(sender, alerted=sender.alerted | alerted)
     decision = decide(
         mail,
         kind,
         thread,
-        store.sender_facts(session, mail.from_addr, now) if new_ticket else NO_FACTS,
+        identity,
+        sender,
         store.workload(session) if new_ticket else NO_WORKLOAD,
         runtime.policy,
         now,
         spam=verdict.band if verdict else "ham",
     )
-    ticket_id = store.apply(session, decision, row, mail, runtime, now, spam=verdict)
+    if notify is not None and (decision.mails or decision.alerts) and not notify(mail, now):
+        decision = replace(
+            decision,
+            mails=(),
+            alerts=(),
+            events=(*decision.events, ("imported", "stored without sending any mail (import)")),
+        )
+    ticket_id = store.apply(
+        session, decision, row, mail, runtime, now, spam=verdict, identity=identity
+    )
     row.status, row.ticket_id = "done", ticket_id
     if ticket_id is None:
         row.error = "delivery report for a mail we do not know; kept, no ticket"
     session.add(row)
     return "done", ticket_id
+
+
+_MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
+
+
+def raw_message_id(raw: bytes) -> str | None:
+    """The Message-ID of a mail not parsed yet (header section only; None if absent)."""
+    ends = [e for e in (raw.find(b"\n\n"), raw.find(b"\r\n\r\n")) if e >= 0]
+    found = _MESSAGE_ID_RE.search(raw[: min(ends) if ends else 65536])
+    return found.group(1).decode("ascii", "replace") if found else None
+
+
+def _replies_to(parsed: InboundMail | ParseFailure, parsing: dict[str, int], me: int) -> bool:
+    """True while a mail that arrived before this one, and that this one answers, is
+    still being parsed: this one waits, so it finds the original's ticket."""
+    if isinstance(parsed, ParseFailure):
+        return False
+    refs = (*parsed.in_reply_to, *parsed.references)
+    return any(parsing.get(ref, me) < me for ref in refs)
 
 
 class Processor:
@@ -126,8 +170,10 @@ class Processor:
         on_committed: Callable[[], None] | None = None,
         spam_filter: Callable[[], SpamFilter] | None = None,
         metrics: Metrics | None = None,
+        notify: NotifyPolicy | None = None,
     ) -> None:
         self._metrics = metrics
+        self._notify = notify
         self._engine = engine
         self._runtime = runtime
         self._spam_filter = spam_filter
@@ -173,14 +219,29 @@ class Processor:
                 return stats
             after = pending[-1][0]
             parses = {i: asyncio.ensure_future(self._parser.parse(raw)) for i, raw in pending}
+            message_ids = {i: raw_message_id(raw) for i, raw in pending}
             waiting = [i for i, _ in pending]
             while waiting:
                 # Commit what is parsed, in arrival order, without waiting for a slow mail:
-                # a pathological one holds up only itself (until the parse time limit).
-                await asyncio.wait([parses[i] for i in waiting], return_when=FIRST_COMPLETED)
-                await asyncio.wait([parses[i] for i in waiting], timeout=READY_GRACE)
-                ready = [i for i in waiting if parses[i].done()]
-                waiting = [i for i in waiting if not parses[i].done()]
+                # a pathological one holds up only itself (until the parse time limit) and
+                # the replies to it, which must find their original's ticket.
+                unfinished = [parses[i] for i in waiting if not parses[i].done()]
+                if unfinished:
+                    await asyncio.wait(unfinished, return_when=FIRST_COMPLETED)
+                    await asyncio.wait(unfinished, timeout=READY_GRACE)
+                parsing = {
+                    mid: i
+                    for i in waiting
+                    if not parses[i].done() and (mid := message_ids[i]) is not None
+                }
+                ready = [
+                    i
+                    for i in waiting
+                    if parses[i].done() and not _replies_to(parses[i].result(), parsing, i)
+                ]
+                if not ready:
+                    continue
+                waiting = [i for i in waiting if i not in ready]
                 results = await loop.run_in_executor(
                     self._executor, self._commit, [(i, parses[i].result()) for i in ready]
                 )
@@ -201,6 +262,8 @@ class Processor:
                 stats.tickets.add(ticket_id)
 
     def _pending(self, after: int) -> list[tuple[int, bytes]]:
+        if is_postgres(self._engine):
+            return self._claim(after)
         with Session(read_only(self._engine)) as session:
             rows = session.exec(
                 select(Inbound.id, Inbound.raw)
@@ -209,6 +272,35 @@ class Processor:
                 .limit(BATCH)
             ).all()
         return [(int(i), bytes(r)) for i, r in rows if i is not None]
+
+    def _claim(self, after: int) -> list[tuple[int, bytes]]:
+        """Several instances on one PostgreSQL: each parses only the rows it claimed
+        (processed_at set ahead while a row is still `new`; a claim of an instance
+        that died expires after CLAIM). Without this every instance parsed every mail."""
+        now = datetime.now(UTC)
+        with Session(self._engine) as session:
+            rows = session.exec(
+                select(Inbound)
+                .where(
+                    Inbound.status == "new",
+                    col(Inbound.id) > after,
+                    or_(
+                        col(Inbound.processed_at).is_(None),
+                        col(Inbound.processed_at) < now - CLAIM,
+                    ),
+                )
+                .order_by(col(Inbound.id))
+                .limit(BATCH)
+                .with_for_update(skip_locked=True)
+            ).all()
+            claimed = []
+            for row in rows:
+                assert row.id is not None
+                row.processed_at = now
+                session.add(row)
+                claimed.append((row.id, bytes(row.raw)))
+            session.commit()
+        return claimed
 
     def _commit(
         self, items: list[tuple[int, InboundMail | ParseFailure]]
@@ -235,7 +327,15 @@ class Processor:
                 try:
                     with session.begin_nested():
                         results.append(
-                            process_one(session, inbound_id, parsed, runtime, now, spam_filter)
+                            process_one(
+                                session,
+                                inbound_id,
+                                parsed,
+                                runtime,
+                                now,
+                                spam_filter,
+                                self._notify,
+                            )
                         )
                 except Exception as exc:
                     # IntegrityError included: a concurrent instance stored the same
@@ -253,7 +353,9 @@ class Processor:
             return "skipped", None
         row.attempts += 1
         row.error = f"{type(exc).__name__}: {exc}"[:2000]
+        row.processed_at = None  # not claimed any more: the next pass retries it
         if row.attempts >= MAX_ATTEMPTS:
+            row.processed_at = datetime.now(UTC)
             row.status = "failed"
             log.error("inbound %s failed %d times, parked: %s", inbound_id, row.attempts, row.error)
         session.add(row)

@@ -46,16 +46,27 @@ def mark_ticket(
     ticket_id: int,
     is_spam: bool,
     runtime: Runtime,
-    spam_filter: SpamFilter,
+    spam_filter: SpamFilter | None,
     actor: str,
     now: datetime,
 ) -> str:
-    """Apply a staff decision in the caller's transaction; returns what happened, in words."""
+    """Apply a staff decision in the caller's transaction; returns what happened, in words.
+
+    The one entry point for staff decisions (`maildesk spam mark`, and the `#spam` /
+    `#ham` mail commands): the filter learns the mail at once and replaces its model
+    file atomically, which a running daemon reloads within 5 s. ``spam_filter`` None
+    (the model file is unusable, e.g. from an older maildesk) applies the decision
+    without learning it.
+    """
     ticket = session.get(Ticket, ticket_id)
     if ticket is None:
         raise NotFound(f"no ticket {format_tid(ticket_id)}")
     inbound, mail = _first_mail(session, ticket_id)
-    spam_filter.learn([mail], [is_spam])
+    learned = "model learned it"
+    if spam_filter is not None:
+        spam_filter.learn([mail], [is_spam])
+    else:
+        learned = "model not updated"
     tid = format_tid(ticket_id)
     previous = ticket.status
     if is_spam:
@@ -63,10 +74,10 @@ def mark_ticket(
             ticket.status = QUARANTINE
             _event(session, ticket_id, actor, "spam", f"{previous} -> spam (marked by staff)", now)
         session.add(ticket)
-        return f"{tid} is spam: quarantined, model learned it"
+        return f"{tid} is spam: quarantined, {learned}"
     if previous not in (QUARANTINE, HELD):
         _event(session, ticket_id, actor, "ham", "confirmed not spam", now)
-        return f"{tid} was not held; model learned it as ham"
+        return f"{tid} was not held; {learned} (ham)"
     ticket.status = "new"
     ticket.updated_at = now
     session.add(ticket)
@@ -88,7 +99,7 @@ def mark_ticket(
             intents.append(MailIntent("notification", recipients, "en", "new"))
     store.queue_mails(session, state, mail, tuple(intents), runtime, now)
     sent = "confirmation queued" if not refusal else f"no confirmation ({refusal})"
-    return f"{tid} released as ham: {sent}; model learned it"
+    return f"{tid} released as ham: {sent}; {learned}"
 
 
 def _event(

@@ -12,6 +12,9 @@ from maildesk.errors import NotFound
 from maildesk.models import Attachment, Event, Inbound, Message, Outbox, Participant, Ticket
 from maildesk.tid import format_tid, parse_tid
 
+TICKET_STATUSES = ("new", "open", "answered", "pending", "resolved", "closed", "held", "spam")
+OUTBOX_STATUSES = ("queued", "sent", "failed")
+
 
 def _ticket_dict(t: Ticket) -> dict[str, Any]:
     assert t.id is not None
@@ -91,6 +94,8 @@ def show_ticket(engine: Engine, tid: str) -> dict[str, Any]:
                     "spam_probability": m.spam_probability,
                     "spam_band": m.spam_band,
                     "spam_model": m.spam_model,
+                    "identity": m.identity,
+                    "identity_reason": m.identity_reason,
                     "created_at": m.created_at,
                     "inbound_id": m.inbound_id,
                     "attachments": by_message.get(m.id or 0, []),

@@ -18,7 +18,16 @@ LANGUAGES = ("en", "ru")
 # The variables each template may use; the pipeline always passes all of them.
 CONTEXT_KEYS: dict[str, frozenset[str]] = {
     "confirmation": frozenset(
-        {"tid", "subject", "customer_name", "customer_email", "sla_name", "due", "support_address"}
+        {
+            "tid",
+            "subject",
+            "customer_name",
+            "customer_email",
+            "sla_name",
+            "due",
+            "support_address",
+            "linked_tid",
+        }
     ),
     "notification": frozenset(
         {
@@ -37,6 +46,8 @@ CONTEXT_KEYS: dict[str, frozenset[str]] = {
             "rules_fired",
             "event",
             "attachments",
+            "author",
+            "status",
         }
     ),
 }
@@ -57,6 +68,9 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "rules_fired": ["billing questions"],
     "event": "new",
     "attachments": ["invoice.pdf"],
+    "author": None,
+    "linked_tid": "MD-0",
+    "status": "open",
 }
 
 
@@ -67,14 +81,31 @@ class RenderedMail:
 
 
 class Templates:
-    """Loads templates/<lang>/<name>.txt and .html; HTML is autoescaped."""
+    """Loads templates/<lang>/<name>.txt and .html; HTML is autoescaped.
+
+    The sources are read into memory once, here: what `check` validated is what
+    renders, even when a file is edited afterwards (a reload that fails keeps
+    the old templates, DESIGN invariant 6).
+    """
 
     def __init__(self, directory: Path) -> None:
         if not directory.is_dir():
             raise ConfigError(f"{directory}: templates directory not found")
         self.directory = directory
+        self._sources: dict[str, str] = {}
+        problems: list[str] = []
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and path.suffix in (".txt", ".html"):
+                try:
+                    self._sources[path.relative_to(directory).as_posix()] = path.read_text(
+                        encoding="utf-8"
+                    )
+                except (OSError, UnicodeDecodeError) as exc:
+                    problems.append(f"{path}: cannot read: {exc}")
+        if problems:
+            raise ConfigError(problems)
         self._env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(directory)),
+            loader=jinja2.DictLoader(self._sources),
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
             keep_trailing_newline=True,
@@ -97,9 +128,9 @@ class Templates:
 
     def _check_one(self, relative: str, allowed: frozenset[str]) -> list[str]:
         path = self.directory / relative
-        if not path.exists():
+        source = self._sources.get(relative)
+        if source is None:
             return [f"{path}: template missing"]
-        source = path.read_text(encoding="utf-8")
         try:
             parsed = self._env.parse(source)
         except jinja2.TemplateSyntaxError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -95,9 +95,18 @@ class RulesConfig(_Strict):
     rules: tuple[Rule, ...] = ()
     defaults: Defaults = Field(default_factory=Defaults)
 
-    def cross_check(self) -> list[tuple[tuple[str | int, ...], str]]:
+    def cross_check(
+        self, sla_levels: Collection[str] | None = None
+    ) -> list[tuple[tuple[str | int, ...], str]]:
         """Names that must refer to each other: (location in the YAML, problem)."""
         problems: list[tuple[tuple[str | int, ...], str]] = []
+        if not self.staff:
+            problems.append(
+                (
+                    ("staff",),
+                    "no staff: tickets would have no assignee and nobody would be notified",
+                )
+            )
         emails = [s.email for s in self.staff]
         for i, member in enumerate(self.staff):
             if emails.index(member.email) != i:
@@ -124,6 +133,15 @@ class RulesConfig(_Strict):
                     problems.append(
                         (("rules", i, "then", "notify", j), f"{address!r} is not in staff")
                     )
+            level = rule.then.sla
+            if sla_levels is not None and level is not None and level not in sla_levels:
+                known = ", ".join(sla_levels) or "none defined"
+                problems.append(
+                    (
+                        ("rules", i, "then", "sla"),
+                        f"unknown SLA level {level!r} (sla.yaml defines: {known})",
+                    )
+                )
         return problems
 
     def member(self, address: str) -> StaffMember | None:
@@ -138,12 +156,13 @@ class RulesConfig(_Strict):
         return tuple(s for s in self.staff if group in s.groups)
 
 
-def load_rules(path: Path) -> RulesConfig:
+def load_rules(path: Path, sla_levels: Collection[str] | None = None) -> RulesConfig:
+    """rules.yaml, validated; with `sla_levels`, a rule's `sla:` must name one of them."""
     if not path.exists():
         raise ConfigError(f"{path}: file not found (copy rules.yaml from the repository)")
     data = load_yaml(path)
     config = validate(RulesConfig, data, path)
-    problems = config.cross_check()
+    problems = config.cross_check(sla_levels)
     if problems:
         raise ConfigError(
             [

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from maildesk.caps import NotifyLimits
 from maildesk.errors import ConfigError
+from maildesk.identity import Trust
 from maildesk.notify import Sender
 from maildesk.pipeline import Policy
 from maildesk.render import Templates
 from maildesk.rules import RulesConfig, load_rules
 from maildesk.settings import Settings
-from maildesk.sla import SlaConfig, load_sla
+from maildesk.sla import SlaConfig, builtin_note, load_sla
 
 
 @dataclass(frozen=True)
@@ -20,15 +22,30 @@ class Runtime:
     sla: SlaConfig
     templates: Templates
     hmac_key: bytes
+    notes: tuple[str, ...] = ()  # not errors, but an operator should know (logged at start)
 
     @property
     def policy(self) -> Policy:
         return Policy(
             rules=self.rules,
             sla=self.sla,
-            own_addresses=frozenset(self.settings.support_addresses),
+            own_addresses=frozenset(self.settings.accepted_addresses),
             default_language=self.settings.language,
             auto_reply_limit_per_hour=self.settings.auto_reply_limit_per_hour,
+            new_tickets_per_sender_per_hour=self.settings.new_tickets_per_sender_per_hour,
+            reopen_days=self.settings.reopen_days,
+        )
+
+    @property
+    def trust(self) -> Trust:
+        comment = self.settings.comment_address.strip().lower() or None
+        return Trust(self.rules, self.hmac_key, self.settings.trusted_authserv_ids, comment)
+
+    @property
+    def limits(self) -> NotifyLimits:
+        return NotifyLimits(
+            per_hour=self.settings.notify_limit_per_hour,
+            per_ticket=self.settings.notify_limit_per_ticket,
         )
 
     @property
@@ -39,13 +56,17 @@ class Runtime:
 def load_runtime(settings: Settings) -> Runtime:
     """Load rules, SLA and templates; every problem found is reported at once."""
     problems: list[str] = []
+    notes: list[str] = []
     rules = sla = templates = None
     try:
-        rules = load_rules(settings.rules)
+        sla = load_sla(settings.sla)
+        note = builtin_note(settings.sla)
+        if note:
+            notes.append(note)
     except ConfigError as exc:
         problems.extend(exc.problems)
     try:
-        sla = load_sla(settings.sla)
+        rules = load_rules(settings.rules, sla.levels if sla is not None else None)
     except ConfigError as exc:
         problems.extend(exc.problems)
     try:
@@ -55,4 +76,4 @@ def load_runtime(settings: Settings) -> Runtime:
         problems.extend(exc.problems)
     if problems or rules is None or sla is None or templates is None:
         raise ConfigError(problems)
-    return Runtime(settings, rules, sla, templates, settings.hmac_key())
+    return Runtime(settings, rules, sla, templates, settings.hmac_key(), tuple(notes))

@@ -35,11 +35,18 @@ class Settings(BaseSettings):
     max_message_bytes: int = 25 * 1024 * 1024
     parse_timeout_seconds: float = 10.0
     auto_reply_limit_per_hour: int = 10
+    notify_limit_per_hour: int = Field(default=30, ge=1)
+    notify_limit_per_ticket: int = Field(default=5, ge=1)
+    new_tickets_per_sender_per_hour: int = Field(default=20, ge=1)
+    comment_address: str = ""  # mail from staff to it is a hidden note (as RT's comment address)
+    reopen_days: float = Field(default=14.0, ge=0)
+    notify_attach_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    trusted_authserv_id: str = ""  # comma-separated authserv-ids of MTAs whose verdicts count
     bounce_suppress_hours: float = 24.0
     outbox_max_attempts: int = 30
     outbox_backoff_seconds: float = 5.0
     outbox_backoff_max_seconds: float = 1800.0
-    spam_ham_below: float = 0.35
+    spam_ham_below: float = 0.6
     spam_spam_above: float = 0.95
     log_level: str = "INFO"
     hostname: str = Field(default="localhost")
@@ -68,6 +75,17 @@ class Settings(BaseSettings):
         return tuple(a.strip().lower() for a in self.support_address.split(",") if a.strip())
 
     @property
+    def trusted_authserv_ids(self) -> frozenset[str]:
+        ids = self.trusted_authserv_id.split(",")
+        return frozenset(a.strip().lower() for a in ids if a.strip())
+
+    @property
+    def accepted_addresses(self) -> tuple[str, ...]:
+        """What the SMTP listener takes mail for: the support addresses and the comment one."""
+        comment = self.comment_address.strip().lower()
+        return (*self.support_addresses, comment) if comment else self.support_addresses
+
+    @property
     def primary_address(self) -> str:
         return self.support_addresses[0]
 
@@ -78,6 +96,19 @@ class Settings(BaseSettings):
     @property
     def effective_outbound(self) -> str:
         return self.outbound or f"maildir:{(self.data_dir / 'sent').as_posix()}"
+
+    def outbound_warning(self) -> str | None:
+        """The dev default (a Maildir) with a real support address: production mail
+        would quietly pile up in data/sent. One line for `run` and `check`."""
+        if self.outbound:
+            return None
+        remote = [a for a in self.support_addresses if not _is_local(a.rpartition("@")[2])]
+        if not remote:
+            return None
+        return (
+            f"MAILDESK_OUTBOUND is unset: mail to customers of {remote[0]} is written to the "
+            f"Maildir {self.data_dir / 'sent'} and not sent; set MAILDESK_OUTBOUND=smtp://..."
+        )
 
     @property
     def spam_model_path(self) -> Path:
@@ -97,6 +128,13 @@ class Settings(BaseSettings):
         return path.read_text().strip().encode()
 
 
+def _is_local(domain: str) -> bool:
+    domain = domain.strip("[]").lower().rstrip(".")
+    return domain in ("localhost", "localhost.localdomain", "127.0.0.1", "::1") or domain.endswith(
+        ".localhost"
+    )
+
+
 def split_host_port(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -112,5 +150,6 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for err in exc.errors():
             name = "MAILDESK_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
-            problems.append(f"environment {name or 'settings'}: {err['msg']}")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{name or 'settings'}: {msg}")
         raise ConfigError(problems) from None

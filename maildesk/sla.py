@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from maildesk.errors import ConfigError
 from maildesk.parse import InboundMail
-from maildesk.yamlfile import load_yaml, validate
+from maildesk.yamlfile import line_of, load_yaml, validate
 
 
 class _Strict(BaseModel):
@@ -50,12 +51,18 @@ class SlaConfig(_Strict):
     default_level: str = "standard"
     senders: tuple[SenderLevel, ...] = ()
 
-    @model_validator(mode="after")
-    def _known_levels(self) -> SlaConfig:
-        for name in [self.default_level, *(s.level for s in self.senders)]:
-            if name not in self.levels:
-                raise ValueError(f"unknown SLA level {name!r}; defined: {', '.join(self.levels)}")
-        return self
+    def cross_check(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Level names used must be defined: (location in the YAML, problem)."""
+        used: list[tuple[tuple[str | int, ...], str]] = [
+            (("default_level",), self.default_level),
+            *((("senders", i, "level"), s.level) for i, s in enumerate(self.senders)),
+        ]
+        defined = ", ".join(self.levels) or "none"
+        return [
+            (loc, f"unknown SLA level {name!r}; defined: {defined}")
+            for loc, name in used
+            if name not in self.levels
+        ]
 
     def level_for(self, mail: InboundMail, rule_level: str | None = None) -> str:
         """The sender's registered level, else a rule's choice, else the default."""
@@ -73,8 +80,30 @@ class SlaConfig(_Strict):
         return created + timedelta(hours=self.levels[level].first_response_hours)
 
 
+BUILTIN = "the built-in level 'standard' (first answer within 24 h)"
+
+
 def load_sla(path: Path) -> SlaConfig:
     """sla.yaml when present, else the built-in single 'standard' level."""
     if not path.exists():
         return SlaConfig()
-    return validate(SlaConfig, load_yaml(path), path)
+    data = load_yaml(path)
+    config = validate(SlaConfig, data, path)
+    problems = config.cross_check()
+    if problems:
+        raise ConfigError(
+            [
+                f"{path}:{line_of(data, loc)}: {'.'.join(map(str, loc))}: {msg}"
+                for loc, msg in problems
+            ]
+        )
+    return config
+
+
+def builtin_note(path: Path) -> str | None:
+    """When sla.yaml is missing or empty, say so (it falls back to the built-in level)."""
+    if not path.exists():
+        return f"{path}: not found; every ticket gets {BUILTIN}"
+    if load_yaml(path) is None:
+        return f"{path}: empty; every ticket gets {BUILTIN}"
+    return None

@@ -55,5 +55,31 @@ def iter_messages(paths: Sequence[Path]) -> Iterator[tuple[str, bytes]]:
                 yield from _from_file(child)
 
 
+_FIELD_RE = re.compile(rb"^[!-9;-~]+[ \t]*:")  # RFC 5322 field name, then a colon
+# Headers every real mail has at least one of (Received alone: an MTA's copy).
+_MAIL_FIELDS = frozenset({b"from", b"sender", b"date", b"message-id", b"received", b"subject"})
+
+
+def not_mail(raw: bytes) -> str | None:
+    """Why `raw` is not a mail (one line), or None when it looks like one: it starts
+    with a `Name: value` header line, and its header section names at least one of
+    From, Date, Message-ID, Received, Subject. Real mail with a broken header line
+    further down still passes; /etc/hostname or a PDF does not become a ticket."""
+    if not raw.strip():
+        return "empty"
+    names: set[bytes] = set()
+    for number, line in enumerate(raw.splitlines()[:1000]):
+        if not line.strip():
+            break
+        match = _FIELD_RE.match(line)
+        if match is None and number == 0:
+            return "not a mail (it does not start with a header line)"
+        if match is not None:
+            names.add(match.group(0).rstrip(b": \t").lower())
+    if not names & _MAIL_FIELDS:
+        return "not a mail (no From, Date, Message-ID, Received or Subject header)"
+    return None
+
+
 def count_messages(paths: Sequence[Path]) -> int:
     return sum(1 for _ in iter_messages(paths))

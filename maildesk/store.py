@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from maildesk.alerts import operator_mail
+from maildesk.caps import (
+    CAPPED_HOUR,
+    CAPPED_TICKET,
+    NOTIFICATION,
+    Recent,
+    cap_notifications,
+    notice_lines,
+)
 from maildesk.classify import Classification
+from maildesk.compose import OutgoingMail
+from maildesk.decision import Collision, HeldAnswer
+from maildesk.identity import Identity
 from maildesk.models import (
     KV,
     Event,
@@ -27,6 +40,7 @@ from maildesk.models import Attachment as AttachmentRow
 from maildesk.notify import build_mails
 from maildesk.parse import InboundMail
 from maildesk.pipeline import (
+    Alert,
     Decision,
     MailIntent,
     SenderFacts,
@@ -35,9 +49,9 @@ from maildesk.pipeline import (
     Workload,
     may_join,
 )
-from maildesk.rules import RulesConfig
+from maildesk.replytoken import verify_bounce
 from maildesk.runtime import Runtime
-from maildesk.tid import find_tid
+from maildesk.tid import clean_subject, find_tids, format_tid
 
 if TYPE_CHECKING:
     from maildesk.spam import SpamVerdict
@@ -50,10 +64,19 @@ def ticket_state(
 ) -> TicketState:
     """The pure view of a ticket; participants are read unless the caller knows them."""
     assert ticket.id is not None
+    cc: frozenset[str] = frozenset()
+    staff: frozenset[str] = frozenset()
     if participants is None:
-        participants = frozenset(
-            session.exec(select(Participant.address).where(Participant.ticket_id == ticket.id))
-        )
+        rows = session.exec(
+            select(Participant.address, Participant.role).where(
+                Participant.ticket_id == ticket.id
+            )
+        ).all()
+        # Staff who wrote on the ticket are not participants a mail may join as: only a
+        # proven identity makes a mail staff (invariant 5).
+        participants = frozenset(a for a, role in rows if role != "staff")
+        cc = frozenset(a for a, role in rows if role == "cc")
+        staff = frozenset(a for a, role in rows if role == "staff")
     return TicketState(
         id=ticket.id,
         status=ticket.status,
@@ -68,6 +91,11 @@ def ticket_state(
         sla_level=ticket.sla_level,
         language=ticket.language,
         first_response_due=ticket.first_response_due,
+        cc=cc,
+        staff=staff,
+        updated_at=ticket.updated_at,
+        first_response_at=ticket.first_response_at,
+        linked_to=ticket.linked_to,
     )
 
 
@@ -76,69 +104,205 @@ def is_duplicate(session: Session, dedupe_key: str) -> int | None:
     return session.exec(select(Message.ticket_id).where(Message.dedupe_key == dedupe_key)).first()
 
 
-def _ticket_by_message_ids(session: Session, ids: Iterable[str]) -> int | None:
+def _tickets_by_message_ids(session: Session, ids: Sequence[str]) -> dict[str, int]:
+    """Message-ID -> ticket, for mail we stored or sent."""
     ids = [i for i in dict.fromkeys(ids) if i][:50]
     if not ids:
+        return {}
+    found: dict[str, int] = {}
+    for out_id, out_ticket in session.exec(
+        select(Outbox.message_id, Outbox.ticket_id).where(
+            col(Outbox.message_id).in_(ids), col(Outbox.ticket_id).is_not(None)
+        )
+    ):
+        if out_ticket is not None:
+            found[out_id] = out_ticket
+    for in_id, in_ticket in session.exec(
+        select(Message.message_id, Message.ticket_id).where(col(Message.message_id).in_(ids))
+    ):
+        if in_id is not None:
+            found.setdefault(in_id, in_ticket)
+    return found
+
+
+def _our_mail_bounced(
+    session: Session, mail: InboundMail, envelope_to: Sequence[str], key: bytes
+) -> Outbox | None:
+    """The outbound mail a delivery report is about: by its VERP return path, else by the
+    Message-ID we gave it. A report naming neither is not about a mail we sent."""
+    for address in [*envelope_to, *mail.to]:
+        outbox_id = verify_bounce(address, key)
+        if outbox_id is not None:
+            return session.get(Outbox, outbox_id)
+    original = mail.report.original_message_id if mail.report else None
+    if not original:
         return None
-    found = session.exec(
-        select(Message.ticket_id).where(col(Message.message_id).in_(ids)).limit(1)
-    ).first()
-    if found is not None:
-        return found
-    return session.exec(
-        select(Outbox.ticket_id)
-        .where(col(Outbox.message_id).in_(ids), col(Outbox.ticket_id).is_not(None))
-        .limit(1)
-    ).first()
+    return session.exec(select(Outbox).where(Outbox.message_id == original)).first()
 
 
 def lookup_thread(
-    session: Session, mail: InboundMail, kind: Classification, rules: RulesConfig
+    session: Session,
+    mail: InboundMail,
+    kind: Classification,
+    identity: Identity,
+    envelope_to: Sequence[str],
+    key: bytes,
 ) -> ThreadMatch:
-    """Bounce -> the mail that bounced; else TID in subject; else In-Reply-To/References."""
+    """Bounce -> the mail that bounced; a staff reply token -> its ticket; else TID in
+    the subject; else In-Reply-To/References. Joining needs `may_join` (invariant 5)."""
     if kind.kind == "bounce":
-        original = mail.report.original_message_id if mail.report else None
-        ticket_id = _ticket_by_message_ids(session, [original] if original else [])
-        ticket = session.get(Ticket, ticket_id) if ticket_id else None
-        return ThreadMatch(ticket_state(session, ticket) if ticket else None, "bounce")
+        bounced = _our_mail_bounced(session, mail, envelope_to, key)
+        if bounced is None:
+            return ThreadMatch(None, "bounce")
+        ticket = session.get(Ticket, bounced.ticket_id) if bounced.ticket_id else None
+        return ThreadMatch(
+            ticket_state(session, ticket) if ticket else None,
+            "bounce",
+            bounce_recipients=tuple(a.lower() for a in bounced.recipients),
+        )
+    candidates = _candidates(session, mail, identity)
+    ordered = _with_links(session, candidates)
+    joinable = [(state, how) for state, how in ordered if may_join(state, identity)]
+    sender = identity.address
+    own = [(st, how) for st, how in joinable if sender and st.requester == sender]
+    refused = [state for state, _ in ordered if not may_join(state, identity)]
+    refused_ids = tuple(dict.fromkeys(state.id for state in refused))
+    first_refused = refused[0] if refused else None
+    chosen = own[0] if own else joinable[0] if joinable else None
+    if chosen is None:
+        why = "no tag, token or reference leads to a ticket"
+        if refused:
+            why = f"{format_tid(refused[0].id)} is named but the sender is not on it"
+        return ThreadMatch(None, "none", refused_ids, first_refused, reason=why)
+    state, how = chosen
+    via: Literal["token", "tid", "reference"] = (
+        "token" if how.startswith("reply token") else "tid" if how.startswith("subject") else
+        "reference"
+    )
+    role = "requester" if state.requester == identity.address else (
+        "staff" if identity.is_staff else "participant")
+    return ThreadMatch(
+        state, via, refused_ids, first_refused,
+        reason=f"{format_tid(state.id)} by {how}; the sender is its {role}",
+    )
 
-    refused: list[int] = []
-    candidates: list[tuple[int | None, str]] = [
-        (find_tid(mail.subject), "tid"),
-        (
-            _ticket_by_message_ids(session, [*mail.in_reply_to, *reversed(mail.references)]),
-            "reference",
-        ),
-    ]
-    for ticket_id, via in candidates:
-        if ticket_id is None:
-            continue
-        ticket = session.get(Ticket, ticket_id)
-        if ticket is None:
-            continue
-        state = ticket_state(session, ticket)
-        if may_join(state, mail.from_addr, rules):
-            return ThreadMatch(state, "tid" if via == "tid" else "reference", tuple(refused))
-        refused.append(ticket_id)
-    return ThreadMatch(None, "none", tuple(dict.fromkeys(refused)))
+
+def _candidates(
+    session: Session, mail: InboundMail, identity: Identity
+) -> list[tuple[int, str]]:
+    """Tickets the mail points at, the one to try first first: a reply token, subject
+    tags (last first), In-Reply-To, then References newest to oldest."""
+    found: list[tuple[int, str]] = []
+    if identity.ticket_id is not None:
+        found.append((identity.ticket_id, f"reply token for {format_tid(identity.ticket_id)}"))
+    for number in find_tids(mail.subject):
+        found.append((number, f"subject tag {format_tid(number)}"))
+    refs = list(dict.fromkeys([*mail.in_reply_to, *reversed(mail.references)]))[:50]
+    tickets = _tickets_by_message_ids(session, refs)
+    for ref in refs:
+        if ref in tickets:
+            header = "In-Reply-To" if ref in mail.in_reply_to else "References"
+            found.append((tickets[ref], f"{header} <{ref}>"))
+    return found
 
 
-def sender_facts(session: Session, address: str, now: datetime) -> SenderFacts:
+def _with_links(
+    session: Session, candidates: list[tuple[int, str]]
+) -> list[tuple[TicketState, str]]:
+    """Each candidate ticket, followed by the tickets it was linked from (opened for a
+    participant who replied into another ticket): a reply to such a mail may belong
+    to the original ticket."""
+    out: list[tuple[TicketState, str]] = []
+    seen: set[int] = set()
+    for ticket_id, how in candidates:
+        current: int | None = ticket_id
+        label = how
+        for _ in range(5):
+            if current is None or current in seen:
+                break
+            ticket = session.get(Ticket, current)
+            if ticket is None:
+                break
+            seen.add(current)
+            out.append((ticket_state(session, ticket), label))
+            label = f"{how} via linked {format_tid(current)}"
+            current = ticket.linked_to
+    return out
+
+
+def body_hash(mail: InboundMail) -> str | None:
+    """The same mail again from the same sender (an autoresponder, a loop) counts as one:
+    subject without prefixes and TID, text, attachments. None when there is no text."""
+    text = " ".join(mail.text.lower().split())
+    if not text:
+        return None
+    digest = hashlib.sha256()
+    for part in (clean_subject(mail.subject).lower(), text):
+        digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    for att in mail.attachments:
+        digest.update(hashlib.sha256(att.payload).digest())
+    return digest.hexdigest()
+
+
+def sender_facts(
+    session: Session,
+    address: str,
+    now: datetime,
+    same_body: str | None = None,
+    storms: bool = True,
+) -> SenderFacts:
     hour_ago = now - timedelta(hours=1)
     count = session.exec(
         select(func.count())
         .select_from(Outbox)
         .where(
-            Outbox.recipients == address,
+            Outbox.rcpt == address,
             Outbox.kind == "confirmation",
             col(Outbox.created_at) >= hour_ago,
         )
     ).one()
     suppression = session.get(Suppression, address) if address else None
+    new_tickets = 0
+    latest: TicketState | None = None
+    same: TicketState | None = None
+    if address and storms:
+        recent = session.exec(
+            select(Ticket)
+            .where(Ticket.requester == address, col(Ticket.created_at) >= hour_ago)
+            .order_by(col(Ticket.id).desc())
+        ).all()
+        new_tickets = len(recent)
+        latest = ticket_state(session, recent[0]) if recent else None
+        if same_body is not None:
+            ticket_id = session.exec(
+                select(Message.ticket_id).where(
+                    Message.from_addr == address,
+                    Message.body_hash == same_body,
+                    col(Message.created_at) >= hour_ago,
+                )
+            ).first()
+            found = session.get(Ticket, ticket_id) if ticket_id is not None else None
+            same = ticket_state(session, found) if found is not None else None
     return SenderFacts(
         auto_replies_last_hour=int(count),
         suppressed=suppression is not None and suppression.until > now,
+        new_tickets_last_hour=new_tickets,
+        latest_ticket=latest,
+        same_body_ticket=same,
+        alerted=recent_alerts(session, {"storm": address}, now),
     )
+
+
+def recent_alerts(session: Session, keys: dict[str, str | None], now: datetime) -> frozenset[str]:
+    """Which of these alerts (kind -> address) went to the admins within the hour."""
+    found = set()
+    for kind, address in keys.items():
+        if not address:
+            continue
+        row = session.get(KV, f"alert:{kind}:{address}"[:300])
+        if row is not None and datetime.fromisoformat(row.value) > now - timedelta(hours=1):
+            found.add(kind)
+    return frozenset(found)
 
 
 def workload(session: Session) -> Workload:
@@ -177,11 +341,21 @@ def apply(
     runtime: Runtime,
     now: datetime,
     spam: SpamVerdict | None = None,
+    identity: Identity | None = None,
 ) -> int | None:
     """Write the decision: ticket, message, participants, events, outbox. Returns the ticket."""
+    _queue_alerts(session, decision.alerts, runtime, now)
     if decision.action == "orphan_bounce":
         _suppress(session, decision.suppress, runtime, now)
         return None
+    if decision.action == "note":  # recorded on the ticket; the raw mail stays in inbound
+        assert decision.ticket is not None
+        actor = mail.from_addr or "(unknown sender)"
+        for kind, detail in decision.events:
+            session.add(
+                Event(ticket_id=decision.ticket.id, at=now, actor=actor, kind=kind, detail=detail)
+            )
+        return decision.ticket.id
     rules_fired: tuple[str, ...] = ()
     if decision.new_ticket is not None:
         new = decision.new_ticket
@@ -199,6 +373,7 @@ def apply(
             created_at=now,
             updated_at=now,
             first_response_due=new.first_response_due,
+            linked_to=new.linked_to,
         )
         session.add(ticket)
         session.flush()
@@ -225,8 +400,17 @@ def apply(
         ticket.updated_at = now
         if decision.reopen:
             ticket.status = "open"
+        if decision.status:
+            ticket.status = decision.status
+        if decision.first_response:
+            ticket.first_response_at = now
+        _apply_changes(ticket, decision.changes)
         for cc in decision.add_cc:
             session.add(Participant(ticket_id=decision.ticket.id, address=cc, role="cc"))
+        author = mail.from_addr
+        known = decision.ticket.participants | decision.ticket.staff
+        if decision.message_kind == "staff" and author not in known:
+            session.add(Participant(ticket_id=decision.ticket.id, address=author, role="staff"))
         session.add(ticket)
     assert ticket.id is not None
     actor = mail.from_addr or "(unknown sender)"
@@ -238,7 +422,8 @@ def apply(
         inbound_id=inbound.id,
         direction="in",
         kind=decision.message_kind,
-        visibility="internal" if decision.message_kind in ("staff", "bounce") else "public",
+        visibility=decision.visibility
+        or ("internal" if decision.message_kind in ("staff", "bounce") else "public"),
         dedupe_key=mail.dedupe_key,
         message_id=mail.message_id,
         from_addr=mail.from_addr,
@@ -250,6 +435,9 @@ def apply(
         spam_probability=spam.probability if spam else None,
         spam_band=spam.band if spam and spam.scored else None,
         spam_model=spam.model_version if spam else None,
+        identity=identity.role if identity else None,
+        identity_reason=identity.reason if identity else None,
+        body_hash=body_hash(mail),
         created_at=now,
     )
     session.add(message)
@@ -275,7 +463,9 @@ def apply(
         assert decision.ticket is not None
         participants = decision.ticket.participants | set(decision.add_cc)
     state = ticket_state(session, ticket, participants)
-    queue_mails(session, state, mail, decision.mails, runtime, now, rules_fired)
+    queue_mails(session, state, mail, decision.mails, runtime, now, rules_fired, message.id)
+    if decision.held_done is not None:
+        _forget_held(session, decision.held_done)
     return ticket.id
 
 
@@ -287,10 +477,38 @@ def queue_mails(
     runtime: Runtime,
     now: datetime,
     rules_fired: tuple[str, ...] = (),
+    stored_id: int | None = None,
 ) -> None:
-    """Render the intents and put them in the outbox, in the caller's transaction."""
+    """Render the intents and put them in the outbox, in the caller's transaction.
+    Staff notifications are capped per recipient (maildesk.caps). `stored_id`: the
+    message this mail was stored as (a held answer is kept there)."""
+    capped: list[tuple[str, str]] = []
+    kept: list[MailIntent] = []
+    for intent in intents:
+        if intent.template != "notification":
+            kept.append(intent)
+            continue
+        result = cap_notifications(
+            intent.recipients, _recent(session, intent.recipients, ticket.id, now), runtime.limits
+        )
+        if result.keep:
+            kept.append(replace(intent, recipients=result.keep))
+        capped.extend(result.notices)
+        if result.held:
+            session.add(
+                Event(
+                    ticket_id=ticket.id,
+                    at=now,
+                    actor="maildesk",
+                    kind="notify_capped",
+                    detail="not mailed (cap reached): " + ", ".join(result.held),
+                )
+            )
+    answer_to = _last_customer_message_id(session, ticket.id) if any(
+        i.template == "answer" for i in kept
+    ) else None
     for intent, out in build_mails(
-        intents,
+        tuple(kept),
         ticket,
         mail,
         runtime.templates,
@@ -299,33 +517,199 @@ def queue_mails(
         runtime.sender,
         now,
         rules_fired,
+        answer_to,
+        _previous_notifications(session, ticket.id, kept),
+        runtime.settings.notify_attach_bytes,
     ):
-        session.add(
-            Outbox(
-                ticket_id=ticket.id,
-                kind=intent.template,
-                automatic=True,
-                mail_from=out.mail_from,
-                recipients=",".join(out.recipients),
-                message_id=out.message_id,
-                raw=out.raw,
-                created_at=now,
-                next_attempt_at=now,
-            )
-        )
-        if intent.template == "confirmation":
+        automatic = intent.template != "answer"
+        _add_outbox(session, ticket.id, intent.template, out, now, automatic)
+        if intent.template == "held" and stored_id is not None:
+            _kv_set(session, f"held:{out.message_id}"[:300], str(stored_id))
+        if intent.template in ("confirmation", "answer"):
+            text = intent.reply.text if intent.reply else ""
             session.add(
                 Message(
                     ticket_id=ticket.id,
                     direction="out",
-                    kind="confirmation",
+                    kind=intent.template,
                     message_id=out.message_id,
-                    from_addr=out.mail_from,
-                    to_addrs=",".join(out.recipients),
-                    subject=f"(confirmation to {', '.join(out.recipients)})",
+                    from_addr=intent.author or out.mail_from,
+                    to_addrs=", ".join(out.recipients),
+                    subject=f"({intent.template} to {', '.join(out.recipients)})",
+                    body_text=text,
                     created_at=now,
                 )
             )
+    for rcpt, kind in capped:
+        subject, lines = notice_lines(kind, format_tid(ticket.id), runtime.limits)
+        out = operator_mail(runtime.settings.primary_address, (rcpt,), subject, lines, now)
+        _add_outbox(session, ticket.id, kind, out, now)
+
+
+def _previous_notifications(
+    session: Session, ticket_id: int, intents: Sequence[MailIntent]
+) -> dict[str, str]:
+    """Staff address -> Message-ID of the last notification about this ticket to them."""
+    staff = sorted({r for i in intents if i.template == "notification" for r in i.recipients})
+    if not staff:
+        return {}
+    rows = session.exec(
+        select(Outbox.rcpt, Outbox.message_id)
+        .where(
+            Outbox.ticket_id == ticket_id,
+            Outbox.kind == NOTIFICATION,
+            col(Outbox.rcpt).in_(staff),
+        )
+        .order_by(col(Outbox.id))
+    ).all()
+    return {rcpt: message_id for rcpt, message_id in rows}  # the last one wins
+
+
+def _last_customer_message_id(session: Session, ticket_id: int) -> str | None:
+    return session.exec(
+        select(Message.message_id)
+        .where(
+            Message.ticket_id == ticket_id,
+            Message.direction == "in",
+            Message.kind == "customer",
+            col(Message.message_id).is_not(None),
+        )
+        .order_by(col(Message.id).desc())
+        .limit(1)
+    ).first()
+
+
+def _add_outbox(
+    session: Session,
+    ticket_id: int | None,
+    kind: str,
+    out: OutgoingMail,
+    now: datetime,
+    automatic: bool = True,
+) -> None:
+    session.add(
+        Outbox(
+            ticket_id=ticket_id,
+            kind=kind,
+            automatic=automatic,
+            mail_from=out.mail_from,
+            recipients=list(out.recipients),
+            rcpt=out.recipients[0] if out.recipients else "",
+            message_id=out.message_id,
+            raw=out.raw,
+            created_at=now,
+            next_attempt_at=now,
+        )
+    )
+
+
+def _recent(session: Session, recipients: Sequence[str], ticket_id: int, now: datetime) -> Recent:
+    """Notifications and cap notices each recipient got within the hour (one query)."""
+    rows = session.exec(
+        select(Outbox.rcpt, Outbox.kind, Outbox.ticket_id, func.count())
+        .where(
+            col(Outbox.rcpt).in_(list(recipients)),
+            col(Outbox.kind).in_([NOTIFICATION, CAPPED_TICKET, CAPPED_HOUR]),
+            col(Outbox.created_at) >= now - timedelta(hours=1),
+        )
+        .group_by(col(Outbox.rcpt), col(Outbox.kind), col(Outbox.ticket_id))
+    ).all()
+    total: dict[str, int] = {}
+    on_ticket: dict[str, int] = {}
+    notices: set[tuple[str, str]] = set()
+    for rcpt, kind, row_ticket, count in rows:
+        if kind == NOTIFICATION:
+            total[rcpt] = total.get(rcpt, 0) + int(count)
+            if row_ticket == ticket_id:
+                on_ticket[rcpt] = on_ticket.get(rcpt, 0) + int(count)
+        elif kind == CAPPED_HOUR or row_ticket == ticket_id:
+            notices.add((rcpt, kind))
+    return Recent(total, on_ticket, frozenset(notices))
+
+
+def _queue_alerts(
+    session: Session, alerts: tuple[Alert, ...], runtime: Runtime, now: datetime
+) -> None:
+    """Admin alerts, at most one per kind and address an hour (the KV row remembers)."""
+    admins = tuple(m.email for m in runtime.rules.admins)
+    for alert in alerts:
+        _kv_set(session, f"alert:{alert.kind}:{alert.address}"[:300], now.isoformat())
+        if admins:
+            out = operator_mail(runtime.settings.primary_address, admins, alert.subject,
+                                alert.lines, now)
+            _add_outbox(session, None, f"alert_{alert.kind}", out, now)
+
+
+def staff_reply_facts(
+    session: Session, ticket_id: int, mail: InboundMail, author: str, data_dir: Path
+) -> tuple[Collision | None, HeldAnswer | None]:
+    """For a staff mail on a ticket: is it the answer to a collision notice (a held
+    answer waits), and did another staff member answer after the mail it replies to?"""
+    replied = list(mail.in_reply_to)[:10]
+    if not replied:
+        return None, None
+    for mid in replied:
+        row = session.get(KV, f"held:{mid}"[:300])
+        held = session.get(Message, int(row.value)) if row is not None else None
+        if held is not None and held.ticket_id == ticket_id and held.from_addr == author:
+            assert held.id is not None
+            return None, HeldAnswer(held.id, held.body_text, _files_of(session, held.id, data_dir))
+    since = session.exec(
+        select(Outbox.created_at).where(
+            col(Outbox.message_id).in_(replied), Outbox.ticket_id == ticket_id
+        )
+    ).first() or session.exec(
+        select(Message.created_at).where(
+            col(Message.message_id).in_(replied), Message.ticket_id == ticket_id
+        )
+    ).first()
+    if since is None:
+        return None, None
+    other = session.exec(
+        select(Message.from_addr, Message.body_text)
+        .where(
+            Message.ticket_id == ticket_id,
+            Message.direction == "out",
+            Message.kind == "answer",
+            Message.from_addr != author,
+            col(Message.created_at) > since,
+        )
+        .order_by(col(Message.id).desc())
+    ).first()
+    return (Collision(other[0], other[1]) if other else None), None
+
+
+def _files_of(
+    session: Session, message_id: int, data_dir: Path
+) -> tuple[tuple[str, str, bytes], ...]:
+    rows = session.exec(
+        select(AttachmentRow).where(AttachmentRow.message_id == message_id)
+    ).all()
+    folder = data_dir / "attachments"
+    return tuple(
+        (a.filename, a.content_type, (folder / a.sha256[:2] / a.sha256).read_bytes())
+        for a in rows
+    )
+
+
+def _forget_held(session: Session, message_id: int) -> None:
+    for row in session.exec(
+        select(KV).where(col(KV.key).startswith("held:"), KV.value == str(message_id))
+    ).all():
+        session.delete(row)
+
+
+def _apply_changes(ticket: Ticket, changes: tuple[tuple[str, str], ...]) -> None:
+    """Ticket fields set by staff commands (maildesk.answer.apply_commands)."""
+    for field, value in changes:
+        if field == "time_spent":
+            ticket.time_spent_minutes += int(value)
+        elif field == "pending_until":
+            ticket.pending_until = datetime.fromisoformat(value)
+        elif field in ("assignee", "assigned_group", "priority", "category", "sla_level"):
+            setattr(ticket, field, value)
+        else:
+            raise ValueError(f"unknown ticket change {field!r}")
 
 
 def _suppress(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from maildesk.db import make_engine
+from maildesk.db import make_engine, upgrade
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = REPO.parent / "shared" / "corpora"
@@ -136,6 +136,16 @@ def maildesk_cli(
     )
 
 
+def upgrade_database(env: dict[str, str]) -> None:
+    """What `maildesk db upgrade` does, in this process (saves a CLI start per test;
+    the CLI itself is tested where it matters)."""
+    engine = make_engine(env["MAILDESK_DATABASE_URL"])
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 class Daemon:
     """`maildesk run` as a real subprocess, the way a user starts it."""
 
@@ -204,7 +214,7 @@ def start_daemon(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Da
             MAILDESK_METRICS_LISTEN=f"127.0.0.1:{free_port()}",
             **extra,
         )
-        maildesk_cli(env, "db", "upgrade")
+        upgrade_database(env)
         daemon = Daemon(env, port, tmp_path / "daemon.log")
         daemon.start()
         started.append(daemon)

@@ -1,5 +1,6 @@
-"""A parse function for tests: a mail containing SLOW-TO-PARSE takes 3 s, like the
-pathological mails the issue describes. Module-level so worker processes can import it."""
+"""A parse function for tests: a mail containing SLOW-TO-PARSE takes 3 s, one with
+STUCK-IN-PARSING 30 s, like the pathological mails the issue describes.
+Module-level so worker processes can import it."""
 
 import time
 
@@ -7,6 +8,8 @@ from maildesk.parse import InboundMail, parse_mail
 
 
 def parse_slowly(raw: bytes) -> InboundMail:
-    if b"SLOW-TO-PARSE" in raw:
+    if b"STUCK-IN-PARSING" in raw:  # until the time limit stops it
+        time.sleep(30)
+    elif b"SLOW-TO-PARSE" in raw:
         time.sleep(3)
     return parse_mail(raw)

@@ -206,11 +206,13 @@ class ImapSession:
         return int(status.get(b"MESSAGES", 0))
 
     def uidvalidity(self, folder: str) -> int:
-        """The folder's UIDVALIDITY now (STATUS): a recreated folder has a new one."""
-        status = self._call(
-            f"STATUS {folder}", self._client.folder_status, folder, [b"UIDVALIDITY"]
-        )
-        return int(status.get(b"UIDVALIDITY", 0))
+        """The folder's UIDVALIDITY now, from a fresh SELECT: a recreated folder has a new one.
+
+        Not STATUS: on the folder a connection has selected, Dovecot answers
+        STATUS from that connection's view, which keeps the old UIDVALIDITY
+        after another client deleted and recreated the folder.
+        """
+        return self.select(folder).uidvalidity
 
     def search_all(self) -> list[int]:
         """Every message in the selected folder not already marked for deletion."""
@@ -279,10 +281,15 @@ class ImapSession:
         started = time.monotonic()
         responses: list[Any] = self._call("IDLE", lambda: self._client.idle_check(timeout))
         for resp in responses:
-            if len(resp) >= 1 and resp[0] == b"BYE":
+            if len(resp) >= 1 and resp[0] in (b"BYE", b"NO"):
+                # BYE: the server is going away. NO: the server can no longer serve
+                # the selected folder (Dovecot says "Internal error" when another
+                # client deleted and recreated it). Either way this connection's
+                # view is stale: reconnect and select afresh.
                 words = [p for p in resp[1:] if isinstance(p, bytes)]
                 why = b" ".join(words).decode(errors="replace")
-                raise ImapUnavailable(f"server closed the connection: {why or 'BYE'}")
+                what = "server closed the connection" if resp[0] == b"BYE" else "IDLE failed"
+                raise ImapUnavailable(f"{what}: {why or resp[0].decode()}")
             if len(resp) >= 2 and resp[1] in (b"EXISTS", b"RECENT"):
                 return True
         # Readable yet nothing read: the peer probably closed the socket. Ending

@@ -1,4 +1,4 @@
-"""Spam scoring for inbound mail: a scikit-learn Naive Bayes over mail-aware tokens.
+"""Spam scoring for inbound mail: Robinson-Fisher (chi-square) combining over mail-aware tokens.
 
 The names load lazily (PEP 562), so `maildesk --help` and every non-spam
 command start without importing scikit-learn.

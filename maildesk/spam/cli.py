@@ -28,7 +28,7 @@ from maildesk.settings import load_settings
 from maildesk.sources import iter_messages
 
 if TYPE_CHECKING:  # scikit-learn loads only when a spam command runs, not for every CLI call
-    from maildesk.spam.evaluate import EvalReport, Sample
+    from maildesk.spam.evaluate import EvalReport, OnlineReport, Sample
     from maildesk.spam.model import SpamFilter, SpamThresholds
 
 spam_app = typer.Typer(
@@ -210,10 +210,19 @@ def eval_command(
             help="Train a fresh model on the oldest FRACTION of each class (Date), test the rest.",
         ),
     ] = None,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="A fresh model meets the mails in Date order and learns only what staff "
+            "would correct (unsure or wrong); rates every 500 mails.",
+        ),
+    ] = False,
     model: ModelOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Measure the filter. Without --folds/--time-split: the current model, learning nothing."""
+    """Measure the filter. Without --folds/--time-split/--online: the current model,
+    learning nothing."""
     from maildesk.spam.evaluate import cross_validate, evaluate_split, score_all
     from maildesk.spam.evaluate import report as make_report
     from maildesk.spam.evaluate import time_split as split_by_time
@@ -222,21 +231,24 @@ def eval_command(
     with _user_errors():
         if not ham or not spam:
             raise ValueError("give both --ham PATH and --spam PATH")
-        if folds is not None and time_split is not None:
-            raise ValueError("--folds and --time-split are alternatives: pick one")
+        if sum((folds is not None, time_split is not None, online)) > 1:
+            raise ValueError("--folds, --time-split and --online are alternatives: pick one")
         if folds is not None and folds < 2:
             raise ValueError("--folds must be at least 2")
         if time_split is not None and not 0.0 < time_split < 1.0:
             raise ValueError("--time-split must be between 0 and 1 (exclusive)")
         path, thresholds = _settings_paths(model)
         live: SpamFilter | None = None
-        if folds is None and time_split is None:
+        if folds is None and time_split is None and not online:
             live = SpamFilter.load(path, thresholds)
             if not live.trained:
                 raise ValueError(f"no trained model at {path}: run `maildesk spam train` first")
         samples = load_samples(ham, spam)
         if not any(s.is_spam for s in samples) or all(s.is_spam for s in samples):
             raise ValueError("need both ham and spam mail to evaluate")
+        if online:
+            _print_online(_online(samples, thresholds), thresholds, as_json)
+            return
         if live is not None:
             scored, latencies = score_all(live, samples)
             result, mode = make_report(scored, latencies), f"current model {live.model_version}"
@@ -260,6 +272,55 @@ def eval_command(
         )
     else:
         print_report(mode, result, thresholds)
+
+
+def _online(samples: Sequence[Sample], thresholds: SpamThresholds) -> OnlineReport:
+    from maildesk.spam.evaluate import evaluate_online
+
+    with _progress() as progress:
+        task = progress.add_task("online: score, then learn staff corrections", total=len(samples))
+        return evaluate_online(samples, thresholds, on_mail=lambda: progress.advance(task))
+
+
+def _print_online(report: OnlineReport, thresholds: SpamThresholds, as_json: bool) -> None:
+    mode = "online: a fresh model, mails in Date order, learning only staff corrections"
+    if as_json:
+        print(
+            json.dumps(
+                {"mode": mode, "thresholds": _thresholds_json(thresholds), **report.to_json()}
+            )
+        )
+        return
+    out.print(
+        f"{mode}; bands: ham < {thresholds.ham_below} <= unsure <= {thresholds.spam_above} < spam"
+    )
+    table = Table(
+        "mails",
+        "ham",
+        "spam",
+        "ham quarantined",
+        "ham held",
+        "spam let through",
+        "spam unsure",
+        "learned",
+        title="cumulative",
+    )
+    rows = [(f"{r.mails}", r) for r in report.checkpoints]
+    if report.after_warmup is not None:
+        last = report.checkpoints[-1].mails
+        rows.append((f"{report.warmup + 1}-{last} only", report.after_warmup))
+    for label, rates in rows:
+        table.add_row(
+            label,
+            str(rates.ham),
+            str(rates.spam),
+            f"{rates.ham_quarantined:.2%}",
+            f"{rates.ham_held:.2%}",
+            f"{rates.spam_through:.2%}",
+            f"{rates.spam_unsure:.2%}",
+            str(rates.learned),
+        )
+    out.print(table)
 
 
 def _read_one(path: Path) -> InboundMail:
@@ -330,7 +391,7 @@ def mark(
     from maildesk.db import make_engine, require_current_schema
     from maildesk.quarantine import mark_ticket
     from maildesk.runtime import load_runtime
-    from maildesk.spam.model import SpamFilter
+    from maildesk.spam.model import SpamFilter, SpamModelError
     from maildesk.tid import parse_tid
 
     with _user_errors():
@@ -344,7 +405,12 @@ def mark(
         runtime = load_runtime(settings)
         engine = make_engine(settings.effective_database_url)
         require_current_schema(engine)
-        spam_filter = SpamFilter.load(path, thresholds)
+        spam_filter: SpamFilter | None
+        try:
+            spam_filter = SpamFilter.load(path, thresholds)
+        except SpamModelError as exc:  # the decision still counts; only the learning waits
+            err.print(f"maildesk spam: model not updated: {exc}")
+            spam_filter = None
         with Session(engine) as session:
             result = mark_ticket(
                 session,

@@ -15,18 +15,20 @@ class LiveSpamFilter:
     def __init__(self, path: Path, thresholds: SpamThresholds) -> None:
         self.path = path
         self.thresholds = thresholds
-        self._stamp: float | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._filter = SpamFilter(path=path, thresholds=thresholds)
         self.reload_if_changed()
 
     def current(self) -> SpamFilter:
         return self._filter
 
-    def _mtime(self) -> float | None:
+    def _mtime(self) -> tuple[int, int, int] | None:
+        """Changes with every atomic replace (a new inode), even within one mtime tick."""
         try:
-            return self.path.stat().st_mtime
+            stat = self.path.stat()
         except FileNotFoundError:
             return None
+        return stat.st_mtime_ns, stat.st_ino, stat.st_size
 
     def reload_if_changed(self) -> None:
         stamp = self._mtime()
@@ -36,7 +38,11 @@ class LiveSpamFilter:
         try:
             self._filter = SpamFilter.load(self.path, self.thresholds)
         except SpamModelError as exc:
-            log.error("spam model not loaded, keeping the previous one: %s", exc)
+            log.error(
+                "spam model not loaded, mail is scored as before (unscored ham if there was "
+                "no model): %s",
+                exc,
+            )
             return
         if self._filter.trained:
             log.info("spam model %s loaded", self._filter.model_version)

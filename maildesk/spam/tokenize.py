@@ -11,6 +11,11 @@ perfect in cross-validation and useless on live mail):
 * URL hosts (``url:`` host and its parent domains, ``url:ip`` for numeric
   hosts), mail domains in the body, and a few HTML markers (``html:only``,
   tags such as ``<font>``/``<img>``/``<form>``, hidden text tricks).
+* One ``script:<name>`` marker per writing system with at least
+  ``SCRIPT_MARK_WORDS`` words in the mail (``script:latin``,
+  ``script:cyrillic``, ...). They carry no evidence themselves; the model
+  counts them to know which scripts it has seen in both ham and spam, and
+  ignores the words of a script it has not (see ``model.py``).
 * Header clues that describe the *sender's software and envelope*: From
   domain and TLD, Reply-To pointing elsewhere, X-Mailer family, charset,
   Content-Type, attachment types and extensions.
@@ -30,7 +35,12 @@ from collections.abc import Iterator
 
 from maildesk.parse import InboundMail, html_to_text
 
-TOKENIZER_VERSION = 1
+TOKENIZER_VERSION = 2  # 2: script markers
+
+SCRIPT_PREFIX = "script:"
+SCRIPT_MARK_WORDS = 3
+# Token prefixes of words (everything else is a header, link or structure clue).
+_WORD_PREFIXES = ("s:", "skip:")
 
 _MIN_WORD, _MAX_WORD = 3, 20
 _MAX_BODY_CHARS = 4_000  # enough to judge; bounds the work (p99 < 2 ms) on huge mails
@@ -62,9 +72,68 @@ def tokenize(mail: InboundMail) -> list[str]:
     return [t for t in dict.fromkeys(_tokens(mail)) if _TAINT not in t]
 
 
+def script_of(token: str) -> str | None:
+    """The writing system of a word token; "common" for digits and money; None if not a word.
+
+    Structure tokens such as ``s:ALLCAPS`` answer "latin": callers treat them first.
+    """
+    if token.isascii():  # the common case, answered without a loop
+        if ":" in token and not token.startswith(_WORD_PREFIXES):
+            return None
+        first = token[token.index(":") + 1] if ":" in token else token[0]
+        return "latin" if first.isalpha() else "common"
+    word = token
+    for prefix in _WORD_PREFIXES:
+        if word.startswith(prefix):
+            word = word[len(prefix) :]
+            break
+    else:
+        if ":" in token:
+            return None
+    if not word:
+        return None
+    first = word[0]
+    if first.isascii():
+        return "latin" if first.isalpha() else "common"
+    code = ord(first)
+    if code < 0x250 or 0x1E00 <= code < 0x1F00:
+        return "latin" if first.isalpha() else "common"
+    for start, end, name in _SCRIPT_RANGES:
+        if start <= code < end:
+            return name
+    return "common" if not first.isalpha() else "other"
+
+
+_SCRIPT_RANGES = (
+    (0x0370, 0x0400, "greek"),
+    (0x0400, 0x0530, "cyrillic"),
+    (0x0530, 0x0590, "armenian"),
+    (0x0590, 0x0600, "hebrew"),
+    (0x0600, 0x0780, "arabic"),
+    (0x0900, 0x0E00, "indic"),
+    (0x0E00, 0x0E80, "thai"),
+    (0x10A0, 0x1100, "georgian"),
+    (0x1100, 0x1200, "cjk"),
+    (0x3040, 0xA000, "cjk"),
+    (0xAC00, 0xD7B0, "cjk"),
+)
+
+
+def _script_marks(words: list[str]) -> Iterator[str]:
+    counts: dict[str, int] = {}
+    for word in words:
+        script = script_of(word)
+        if script and script != "common":
+            counts[script] = counts.get(script, 0) + 1
+    for script, count in counts.items():
+        if count >= SCRIPT_MARK_WORDS:
+            yield SCRIPT_PREFIX + script
+
+
 def _tokens(mail: InboundMail) -> Iterator[str]:
     subject = _SUBJECT_TAG.sub("", mail.subject)
-    yield from ("s:" + w for w in _words(subject))
+    subject_words = _words(subject)
+    yield from ("s:" + w for w in subject_words)
     if subject and subject == subject.upper() and any(c.isalpha() for c in subject):
         yield "s:ALLCAPS"
     if "!" in subject:
@@ -74,7 +143,9 @@ def _tokens(mail: InboundMail) -> Iterator[str]:
     # A list footer sits at the end: a long body loses it to the cut anyway.
     body = body[:_MAX_BODY_CHARS] if len(body) > _MAX_BODY_CHARS else strip_list_footer(body)
     # URLs become host tokens below, not words: "http"/"https"/"www" only tell the year.
-    yield from _words(_URL_TEXT.sub(" ", body))
+    body_words = _words(_URL_TEXT.sub(" ", body))
+    yield from body_words
+    yield from _script_marks(subject_words + body_words)
     html = mail.html[:_MAX_HTML_CHARS].lower() if mail.html else ""
     yield from _link_tokens(body.lower() + "\n" + html)
     if html:

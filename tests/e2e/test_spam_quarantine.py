@@ -1,5 +1,7 @@
 """A trained filter in the running daemon: spam is quarantined without any mail going
-out, unsure mail is held for staff, ham is confirmed; `spam mark` releases a held one."""
+out, unsure mail is held for staff (told how to release it), ham is confirmed, and so is a
+Russian customer although the model learned English only; `spam mark` releases a held one
+and the daemon scores with what it learned."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from maildesk.sources import iter_messages
 from maildesk.spam import SpamFilter, SpamThresholds
 from tests.conftest import base_env, maildesk_cli, wait_for
 from tests.mailkit import mails_to, send, sent_mails
+from tests.russian_mail import customer_mail
 
 HELD_OUT = 60
 
@@ -59,24 +62,39 @@ def test_spam_quarantined_unsure_held_ham_confirmed(  # type: ignore[no-untyped-
     spam_from, spam_raw = pick(corpora, "spam", "spam", trained_model)
     ham_from, ham_raw = pick(corpora, "ham", "ham", trained_model)
     unsure_from, unsure_raw = pick(corpora, "spam", "unsure", trained_model)
+    russian_from = "anna.petrova@yandex.ru"
+    russian_raw = customer_mail(
+        "Не приходит счёт за ноябрь",
+        "Не приходит счёт за ноябрь, хотя в личном кабинете написано, что он выставлен.",
+        0,
+    )
 
     send(d.port, spam_raw, mail_from=spam_from)
     send(d.port, ham_raw, mail_from=ham_from)
     send(d.port, unsure_raw, mail_from=unsure_from)
-    wait_for(lambda: d.scalar("select count(*) from ticket") == 3)
-    wait_for(lambda: mails_to(data, ham_from))
+    send(d.port, russian_raw, mail_from=russian_from)
+    wait_for(lambda: d.scalar("select count(*) from ticket") == 4)
+    wait_for(lambda: mails_to(data, ham_from) and mails_to(data, russian_from))
     wait_for(lambda: d.scalar("select count(*) from outbox where status = 'queued'") == 0)
 
     statuses = dict(d.query("select requester, status from ticket"))
-    assert statuses == {spam_from: "spam", ham_from: "new", unsure_from: "held"}
+    assert statuses == {
+        spam_from: "spam",
+        ham_from: "new",
+        unsure_from: "held",
+        russian_from: "new",
+    }
     assert mails_to(data, spam_from) == [] and mails_to(data, unsure_from) == []
-    staff_subjects = [str(m["Subject"]) for m in sent_mails(data) if "example.com" in str(m["To"])]
-    assert len(staff_subjects) == 2  # ham: new ticket; unsure: possible spam; spam: nothing
-    assert sum(s.startswith("[possible spam]") for s in staff_subjects) == 1
+    staff = [m for m in sent_mails(data) if "example.com" in str(m["To"])]
+    assert len(staff) == 3  # ham, Russian: new ticket; unsure: possible spam; spam: nothing
+    (held_notice,) = [m for m in staff if str(m["Subject"]).startswith("[possible spam]")]
+    held_tid = d.scalar("select id from ticket where status = 'held'")
+    body = held_notice.get_body(("plain",))
+    assert body is not None and f"maildesk spam mark MD-{held_tid} ham" in body.get_content()
     band, model = d.query(
         "select spam_band, spam_model from message where from_addr = :a", a=spam_from
     )[0]
-    assert band == "spam" and model.startswith("mnb-")
+    assert band == "spam" and model.startswith("chi2-")
 
     listed = json.loads(maildesk_cli(d.env, "tickets", "--json").stdout)
     assert spam_from not in {t["requester"] for t in listed}
@@ -88,6 +106,14 @@ def test_spam_quarantined_unsure_held_ham_confirmed(  # type: ignore[no-untyped-
     assert "released as ham: confirmation queued" in result.stdout
     wait_for(lambda: mails_to(data, unsure_from))
     assert d.scalar("select status from ticket where id = :i", i=held) == "new"
+    # The decision was learned at once, and the running daemon scores with it.
+    learned = SpamFilter.load(data / "spam-model.npz", SpamThresholds()).model_version
+    assert learned is not None and learned != model
+    wait_for(lambda: f"spam model {learned} loaded" in d.log())
+    raw = customer_mail("Двойное списание", "С карты дважды списали оплату.", 1)
+    send(d.port, raw, mail_from="i.smirnov@mail.ru")
+    wait_for(lambda: d.scalar("select count(*) from ticket") == 5)
+    wait_for(lambda: d.scalar("select count(*) from message where spam_model = :m", m=learned))
 
     bad = maildesk_cli(d.env, "spam", "mark", "MD-999", "ham", check=False)
     assert bad.returncode == 1 and "no ticket MD-999" in bad.stderr

@@ -371,7 +371,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     assert (
         daemon.scalar(
             "select count(*) from outbox o join ticket t on t.id = o.ticket_id "
-            "where o.kind = 'confirmation' and o.recipients <> t.requester"
+            "where o.kind = 'confirmation' and o.rcpt <> t.requester"
         )
         == 0
     )

@@ -108,7 +108,12 @@ def test_dovecot_restart_mid_idle_reconnects(dovecot: Dovecot, tmp_path: Path) -
     asyncio.run(scenario())
 
 
-def test_uidvalidity_reset_rescans_without_duplicates(dovecot: Dovecot, tmp_path: Path) -> None:
+@pytest.mark.parametrize("idle", [True, False], ids=["in-idle", "polling"])
+def test_uidvalidity_reset_rescans_without_duplicates(
+    dovecot: Dovecot, tmp_path: Path, idle: bool
+) -> None:
+    if not idle:
+        dovecot.reconfigure("imap_capability = IMAP4rev1 LITERAL+ UIDPLUS MOVE\n")
     first = [make_mail(subject=f"first {i}", message_id=f"<uv-{i}@client.example>") for i in (1, 2)]
     again = [*first, make_mail(subject="third", message_id="<uv-3@client.example>")]
     dovecot.append(first, folder="Support")
@@ -117,7 +122,8 @@ def test_uidvalidity_reset_rescans_without_duplicates(dovecot: Dovecot, tmp_path
         with dovecot.client() as client:
             client.delete_folder("Support")
             client.create_folder("Support")
-            client.multiappend("Support", again)
+            for raw in again:
+                client.append("Support", raw)
 
     async def scenario() -> None:
         async with (
@@ -125,10 +131,14 @@ def test_uidvalidity_reset_rescans_without_duplicates(dovecot: Dovecot, tmp_path
             running_poller(pipe, dovecot.url(folder="Support"), FAST) as poller,
         ):
             await eventually(lambda: dovecot.count("Processed") == 2)
+            # Recreate the folder under the running poller (an admin's migration
+            # does this): Dovecot then answers IDLE with NO, and STATUS on the
+            # selected folder keeps the old UIDVALIDITY on this connection.
+            await eventually(lambda: poller.health()["state"] == ("idle" if idle else "polling"))
             old = poller.health()["uidvalidity"]
             await asyncio.to_thread(recreate)
             try:
-                await eventually(lambda: dovecot.count("Processed") == 5, timeout=60)
+                await eventually(lambda: dovecot.count("Processed") == 5, timeout=30)
             except AssertionError as exc:  # say what state it got stuck in
                 raise AssertionError(
                     f"{exc}; poller {poller.health()}; inbound {pipe.inbound_statuses()}; "

@@ -9,6 +9,7 @@ import pytest
 
 from maildesk.classify import classify
 from maildesk.errors import ConfigError
+from maildesk.identity import Trust, authorise
 from maildesk.parse import parse_mail
 from maildesk.pipeline import (
     Decision,
@@ -19,6 +20,7 @@ from maildesk.pipeline import (
     Workload,
     decide,
 )
+from maildesk.replytoken import reply_address
 from maildesk.rules import evaluate, load_rules, pick_assignee
 from maildesk.sla import load_sla
 
@@ -32,6 +34,8 @@ POLICY = Policy(
     default_language="en",
     auto_reply_limit_per_hour=10,
 )
+KEY = b"unit-test-key"
+TRUST = Trust(RULES, KEY)
 FRESH = SenderFacts(auto_replies_last_hour=0, suppressed=False)
 IDLE = Workload(open_counts={}, last_assigned={})
 
@@ -54,12 +58,15 @@ def run(
     sender: SenderFacts = FRESH,
     spam: str = "ham",
     envelope: str = "ann@customer.org",
+    rcpt: str = "support@localhost",
 ) -> Decision:
     kind = classify(m, envelope, POLICY.own_addresses)  # type: ignore[arg-type]
+    identity = authorise(m, [rcpt], TRUST)  # type: ignore[arg-type]
     return decide(
         m,
         kind,
         thread or ThreadMatch(None, "none"),
+        identity,
         sender,
         IDLE,
         POLICY,
@@ -171,11 +178,53 @@ def test_refused_thread_is_recorded_on_the_new_ticket() -> None:
     assert ("thread", "mail named ticket 7 but its sender is not on it") in d.events
 
 
-def test_staff_mail_on_a_ticket_is_not_forwarded_or_confirmed() -> None:
-    d = run(
-        mail(sender="alice@example.com"), ThreadMatch(ticket(), "tid"), envelope="alice@example.com"
+def staff_reply(body: str, headers: str = "In-Reply-To: <notification@localhost>\r\n") -> Decision:
+    token = reply_address("support@localhost", 7, "alice@example.com", KEY)
+    return run(
+        mail(sender="alice@example.com", subject="Re: [MD-7] Help", headers=headers, body=body),
+        ThreadMatch(ticket(), "token"),
+        envelope="alice@example.com",
+        rcpt=token,
     )
-    assert d.message_kind == "staff" and d.mails == ()
+
+
+def test_a_staff_reply_goes_to_the_customer_without_its_quote() -> None:
+    d = staff_reply("Restart the printer.\r\n\r\n> Please help me\r\n")
+    assert d.message_kind == "staff" and d.visibility == "public" and d.alerts == ()
+    (answer,) = [i for i in d.mails if i.template == "answer"]
+    assert answer.recipients == ("ann@customer.org",)
+    assert answer.reply is not None and answer.reply.text == "Restart the printer."
+    assert d.status == "answered" and d.first_response
+
+
+def test_internal_and_automatic_staff_mail_never_reaches_the_customer() -> None:
+    note = staff_reply("#internal\r\nShe called, it is the toner.\r\n")
+    assert note.visibility == "internal" and note.status is None
+    assert all(i.template != "answer" for i in note.mails)
+    vacation = staff_reply("I am on vacation until Monday.", headers="")
+    assert vacation.message_kind == "auto_reply" and vacation.mails == ()
+    assert any(kind == "staff_auto" for kind, _ in vacation.events)
+
+
+@pytest.mark.parametrize(
+    "rcpt",
+    [
+        "support@localhost",  # no token at all
+        reply_address("support@localhost", 7, "bob@example.com", KEY),  # minted for bob
+        reply_address("support@localhost", 8, "alice@example.com", KEY).replace("t8", "t7"),
+        reply_address("support@localhost", 7, "alice@example.com", b"other key"),
+    ],
+    ids=["no-token", "other-staff", "other-ticket", "forged-mac"],
+)
+def test_staff_from_without_a_valid_token_is_a_customer_and_the_admins_are_warned(
+    rcpt: str,
+) -> None:
+    d = run(mail(sender="alice@example.com"), envelope="alice@example.com", rcpt=rcpt)
+    assert all(i.template != "answer" for i in d.mails)
+    assert d.message_kind == "customer"
+    assert [a.kind for a in d.alerts] == ["spoof"]
+    assert not any(i.template == "confirmation" for i in d.mails)  # no mail to the forged From
+    assert any(kind == "identity" and detail.startswith("customer") for kind, detail in d.events)
 
 
 def test_evaluate_stop_and_defaults() -> None:

@@ -12,10 +12,10 @@ import pytest
 from maildesk.classify import classify
 from maildesk.compose import compose
 from maildesk.errors import MalformedMail
-from maildesk.parse import guess_cyrillic, parse_mail, safe_filename
+from maildesk.parse import guess_cyrillic, message_ids, parse_mail, safe_filename
 from maildesk.render import SAMPLE_CONTEXT, RenderedMail, Templates
 from maildesk.replytoken import base_address, reply_address, verify
-from maildesk.tid import clean_subject, find_tid, parse_tid, tagged_subject
+from maildesk.tid import clean_subject, find_tid, find_tids, parse_tid, tagged_subject
 
 REPO = Path(__file__).resolve().parents[2]
 OWN = frozenset({"support@localhost"})
@@ -213,3 +213,48 @@ def test_broken_sender_addresses_are_no_address(sender: str) -> None:
     mail = parse_mail(f"From: {sender}\r\nTo: ok@example.org, @x\r\n\r\nhi".encode())
     assert mail.from_addr == "" and mail.to == ("ok@example.org",)
     assert not classify(mail, "bounce@example.org", OWN).may_auto_reply
+
+
+@pytest.mark.parametrize(
+    ("subject", "tids"),
+    [
+        ("Re: [MD-12] Printer", [12]),
+        ("AW: Fwd: RE: [MD-12] Printer", [12]),
+        ("Re: MD-12 Printer", [12]),  # no brackets, right after a reply prefix
+        ("MD-5 hash of the file", []),  # no reply prefix: text, not a tag
+        ("Re: [MD- 12] Printer", [12]),  # Outlook's mangling
+        ("Re: [MD-12 ] Printer", [12]),
+        ("Fwd: [MD-3] Re: [MD-12] Printer", [12, 3]),  # the last tag first
+        ("CMD-12 is broken", []),
+        ("Printer MD-12x", []),
+    ],
+)
+def test_ticket_ids_in_subjects(subject: str, tids: list[int]) -> None:
+    assert find_tids(subject) == tids
+
+
+@pytest.mark.parametrize(
+    ("header", "ids"),
+    [
+        ("<a@b>", ["a@b"]),
+        ("a@b", ["a@b"]),  # bare, as some list software writes it
+        ("<a@b> (Ann's message of Tue)", ["a@b"]),
+        ("Your message of Mon, 13 Jan 2025 12:40:07 -0600\n <a@b>", ["a@b"]),
+        ("a@b c@d", ["a@b", "c@d"]),
+        ("Your message of Mon, 13 Jan 2025", []),
+    ],
+)
+def test_reply_references_with_and_without_brackets(header: str, ids: list[str]) -> None:
+    assert list(message_ids(header)) == ids
+
+
+def test_a_list_rewritten_from_names_the_author_and_the_list() -> None:
+    mail = parse_mail(
+        b"From: =?UTF-8?Q?=27Elias_St=C3=A5hlberg=27_via_blinux=2Dlist=40redhat=2Ecom?="
+        b" <blinux-list@redhat.com>\n"
+        b"Reply-To: Elias <elias@example.se>\nX-Original-From: Elias <elias@example.se>\n"
+        b"To: blinux-list@redhat.com\nList-Post: <mailto:blinux-list@redhat.com>\n"
+        b"List-Id: <blinux-list.redhat.com>\nSubject: Re: Orca\n\nThanks, solved.\n"
+    )
+    assert mail.from_addr == "elias@example.se"
+    assert mail.list_address == "blinux-list@redhat.com"

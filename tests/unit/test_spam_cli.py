@@ -6,6 +6,7 @@ import json
 import mailbox
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -52,13 +53,17 @@ def test_train_then_score_then_eval(mail_dirs: tuple[Path, Path], tmp_path: Path
     probe = tmp_path / "probe.eml"
     probe.write_bytes(
         b"From d@promo-mail.biz  Mon Sep  2 10:00:00 2024\n"  # an envelope line is fine
-        + build("Click here now for your FREE cash prize, order now!", subject="FREE!!!")
+        + build(
+            "Click here now for your FREE cash prize, order now!",
+            subject="FREE!!!",
+            sender="d@promo-mail.biz",
+        )
     )
     code, output = invoke("score", str(probe), "--json")
     assert code == 0, output
     verdict = json.loads(output)
     assert verdict["band"] == "spam" and verdict["probability"] > 0.9
-    assert verdict["model_version"].startswith("mnb-")
+    assert verdict["model_version"].startswith("chi2-")
     assert any(t["token"] == "free" and t["log_odds"] > 0 for t in verdict["top_tokens"])
 
     code, output = invoke("score", str(probe))
@@ -124,6 +129,7 @@ def test_score_before_training_is_unscored(mail_dirs: tuple[Path, Path], tmp_pat
             ["eval", "--ham", "ham", "--spam", "spam.mbox", "--folds", "3", "--time-split", "0.5"],
             "pick one",
         ),
+        (["eval", "--ham", "ham", "--spam", "spam.mbox", "--folds", "3", "--online"], "pick one"),
     ],
     ids=[
         "missing-path",
@@ -134,6 +140,7 @@ def test_score_before_training_is_unscored(mail_dirs: tuple[Path, Path], tmp_pat
         "folds",
         "fraction",
         "both-modes",
+        "online-and-folds",
     ],
 )
 def test_user_mistakes_are_one_line(
@@ -157,3 +164,38 @@ def test_directory_given_to_score_is_one_line(mail_dirs: tuple[Path, Path]) -> N
     code, output = invoke("score", str(mail_dirs[0]))
     assert code == 1 and "is a directory" in output
     assert len(output.strip().splitlines()) == 1
+
+
+def test_eval_online_reports_cumulative_rates(mail_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    ham, spam = mail_dirs
+    code, output = invoke("eval", "--ham", str(ham), "--spam", str(spam), "--online", "--json")
+    assert code == 0, output
+    report = json.loads(output)
+    (final,) = report["checkpoints"]  # 32 mails: fewer than 500, one row at the end
+    assert (final["mails"], final["ham"], final["spam"]) == (32, 16, 16)
+    assert 2 <= final["learned"] <= 32  # cold: learns until it has seen both classes
+    assert report["after_warmup"] is None and report["warmup"] == 1000
+    assert not (tmp_path / "data" / "spam-model.npz").exists()
+    code, output = invoke("eval", "--ham", str(ham), "--spam", str(spam), "--online")
+    assert code == 0 and "cumulative" in output and "learning only staff corrections" in output
+
+
+def test_model_from_an_older_maildesk_asks_for_a_retrain(
+    mail_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ham, spam = mail_dirs
+    assert invoke("train", "--ham", str(ham), "--spam", str(spam))[0] == 0
+    model = tmp_path / "data" / "spam-model.npz"
+    with np.load(model, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["tokenizer_version"] = np.int64(1)
+    with model.open("wb") as handle:
+        np.savez(handle, **arrays)
+    for args in (["score", str(next(ham.rglob("*.eml")))], ["train", "--ham", str(ham)]):
+        code, output = invoke(*args)
+        assert code == 1 and "Traceback" not in output
+        assert "retrain: `maildesk spam train --reset" in output
+        assert len(output.strip().splitlines()) == 1
+    code, output = invoke("train", "--reset", "--ham", str(ham), "--spam", str(spam))
+    assert code == 0, output
+    assert SpamFilter.load(model, SpamThresholds()).class_counts() == (16, 16)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from maildesk.parse import parse_mail
-from maildesk.spam.tokenize import strip_list_footer, tokenize
+from maildesk.spam.tokenize import script_of, strip_list_footer, tokenize
 
 
 def raw_mail(
@@ -175,3 +175,37 @@ def test_tokens_are_unique_and_stable() -> None:
 def test_empty_and_missing_parts() -> None:
     tokens = set(tokens_of(b"Subject:\n\n"))
     assert {"from:none", "s:empty", "hdr:no-valid-date", "hdr:no-message-id"} <= tokens
+
+
+@pytest.mark.parametrize(
+    ("body", "marks"),
+    [
+        (b"Please send the invoice for November", {"script:latin"}),
+        ("Не приходит счёт за ноябрь".encode(), {"script:cyrillic"}),
+        ("Invoice 42: не приходит счёт за ноябрь, thanks a lot".encode(), {"script:cyrillic"}),
+        ("Ok, спасибо".encode(), set()),  # fewer than three words of any script
+    ],
+    ids=["english", "russian", "mixed", "too-short"],
+)
+def test_script_markers(body: bytes, marks: set[str]) -> None:
+    """One marker per script with at least three words (subject "Hi" has none)."""
+    found = {t for t in tokens_of(raw_mail(body, subject=b"Hi")) if t.startswith("script:")}
+    assert found == marks | ({"script:latin"} if body.startswith(b"Invoice") else set())
+
+
+@pytest.mark.parametrize(
+    ("token", "script"),
+    [
+        ("hello", "latin"),
+        ("s:café", "latin"),
+        ("s:счёт", "cyrillic"),
+        ("skip:п:20", "cyrillic"),
+        ("发票", "cjk"),
+        ("$85", "common"),
+        ("100%", "common"),
+        ("from:tld:ru", None),
+        ("url:ip", None),
+    ],
+)
+def test_script_of(token: str, script: str | None) -> None:
+    assert script_of(token) == script
