@@ -225,10 +225,7 @@ class Processor:
                 # Commit what is parsed, in arrival order, without waiting for a slow mail:
                 # a pathological one holds up only itself (until the parse time limit) and
                 # the replies to it, which must find their original's ticket.
-                unfinished = [parses[i] for i in waiting if not parses[i].done()]
-                if unfinished:
-                    await asyncio.wait(unfinished, return_when=FIRST_COMPLETED)
-                    await asyncio.wait(unfinished, timeout=READY_GRACE)
+                # Whatever finished while the last chunk was committed goes first.
                 parsing = {
                     mid: i
                     for i in waiting
@@ -240,6 +237,9 @@ class Processor:
                     if parses[i].done() and not _replies_to(parses[i].result(), parsing, i)
                 ]
                 if not ready:
+                    unfinished = [parses[i] for i in waiting if not parses[i].done()]
+                    await asyncio.wait(unfinished, return_when=FIRST_COMPLETED)
+                    await asyncio.wait(unfinished, timeout=READY_GRACE)
                     continue
                 waiting = [i for i in waiting if i not in ready]
                 results = await loop.run_in_executor(

@@ -1,5 +1,6 @@
 """A parse function for tests: a mail containing SLOW-TO-PARSE takes 3 s, one with
-STUCK-IN-PARSING 30 s, like the pathological mails the issue describes.
+STUCK-IN-PARSING 30 s, one with BRIEFLY-SLOW half a second, like the pathological
+mails the issue describes.
 Module-level so worker processes can import it."""
 
 import time
@@ -12,4 +13,6 @@ def parse_slowly(raw: bytes) -> InboundMail:
         time.sleep(30)
     elif b"SLOW-TO-PARSE" in raw:
         time.sleep(3)
+    elif b"BRIEFLY-SLOW" in raw:
+        time.sleep(0.5)
     return parse_mail(raw)
