@@ -92,6 +92,13 @@ class Ticket(SQLModel, table=True):
     time_spent_minutes: int = 0
     # Opened for someone who replied into another ticket they may not join: that ticket.
     linked_to: int | None = Field(default=None, index=True)
+    # #merge: this ticket was merged into that one; later mail to it lands there.
+    merged_into: int | None = Field(default=None, index=True)
+    rating: str | None = Field(default=None, max_length=10)  # good / bad
+    rating_comment: str | None = Field(default=None, sa_column=Column(Text))
+    rated_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    resolved_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    closed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class Message(SQLModel, table=True):
@@ -144,7 +151,7 @@ class Participant(SQLModel, table=True):
     ticket_id: int = Field(foreign_key="ticket.id", index=True)
     address: str = Field(max_length=500)
     name: str = Field(default="", max_length=500)
-    role: str = Field(max_length=20)  # requester, cc, staff
+    role: str = Field(max_length=20)  # requester, cc, co (co-assignee, staff)
 
 
 class Event(SQLModel, table=True):

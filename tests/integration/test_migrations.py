@@ -32,3 +32,21 @@ def test_0003_turns_joined_recipients_into_lists(database_url: str) -> None:
         assert row.rcpt == "alice@example.com"
     finally:
         engine.dispose()
+
+
+def test_migrations_build_the_schema_the_models_describe(database_url: str) -> None:
+    """A column added to a model without a migration (or the reverse) fails here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    import maildesk.models  # noqa: F401  (registers the tables)
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+        assert diff == []
+    finally:
+        engine.dispose()
