@@ -31,6 +31,7 @@ from maildesk.decision import (
 from maildesk.identity import Identity
 from maildesk.parse import InboundMail
 from maildesk.quotes import StrippedReply, strip_reply
+from maildesk.updates import customer_updates, resolve_with_answer
 
 SEND_MARK = "#send"
 # Parsed, but not built yet: refused with a clear line rather than silently ignored.
@@ -64,6 +65,7 @@ def decide_staff_mail(
     if errors:
         return _refused(ticket, author, errors)
     changes, status, events = apply_commands(parsed.commands, ticket, author)
+    updates = customer_updates(ticket, status, changes, policy.rules.customer_updates.enabled())
     command_names = {c.name for c in parsed.commands}
     body = parsed.body if parsed.commands else mail.text
     html = None if parsed.commands else mail.html
@@ -74,7 +76,7 @@ def decide_staff_mail(
             (MailIntent("notification", colleagues, "en", "note", author=author, reply=reply),)
             if colleagues and body.strip()
             else ()
-        )
+        ) + updates
         note = (("note", f"hidden note by {author}"),) if body.strip() else ()
         return Decision(
             action="append",
@@ -92,6 +94,7 @@ def decide_staff_mail(
             message_kind="staff",
             ticket=ticket,
             visibility="internal",
+            mails=updates,
             events=events,
             status=status,
             changes=changes,
@@ -123,6 +126,7 @@ def decide_staff_mail(
     answered = _answer(ticket, author, reply, policy, None)
     return replace(
         answered,
+        mails=resolve_with_answer(answered.mails, updates),
         events=(*events, *answered.events) if status is None else (
             *events, *(e for e in answered.events if e[0] != "status")),
         status=status or answered.status,

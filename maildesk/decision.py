@@ -38,6 +38,8 @@ class TicketState:
     updated_at: datetime | None = None
     first_response_at: datetime | None = None
     linked_to: int | None = None
+    rating: str | None = None  # good / bad, once the customer rated
+    co: frozenset[str] = frozenset()  # co-assignees (#co): told like the assignee
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,13 @@ class ThreadMatch:
     """Which existing ticket this mail belongs to, and how we know."""
 
     ticket: TicketState | None
-    via: Literal["token", "tid", "reference", "bounce", "none"]
+    via: Literal["token", "tid", "reference", "bounce", "rating", "none"]
     refused: tuple[int, ...] = ()  # tickets the mail pointed at but its sender may not join
     refused_ticket: TicketState | None = None  # the first of those (an auto-reply is noted there)
     bounce_recipients: tuple[str, ...] = ()  # who the mail a delivery report is about went to
     reason: str = ""  # one line: which tag, token or reference, and why the sender may join
     continues: int | None = None  # a closed ticket past its reopen window: a new one follows it
+    rating: str | None = None  # via "rating": good, bad, or why (the reason for a bad one)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class Workload:
 
 
 SpamBand = Literal["ham", "unsure", "spam"]
+UpdateEvent = Literal["assigned", "resolved", "closed", "reopened", "rating_ask"]
 
 
 @dataclass(frozen=True)
@@ -113,10 +117,13 @@ class NewTicket:
 class MailIntent:
     """A mail to render and queue once the ticket has its ID."""
 
-    template: Literal["confirmation", "notification", "answer", "held", "refused"]
+    template: Literal["confirmation", "notification", "answer", "held", "refused", "update"]
     recipients: tuple[str, ...]
     language: str
-    event: Literal["new", "reply", "reopened", "possible_spam", "answer", "note"]
+    event: Literal[
+        "new", "reply", "reopened", "possible_spam", "answer", "note",
+        "assigned", "resolved", "closed", "rating", "rating_ask",
+    ]
     cc: tuple[str, ...] = ()  # visible Cc (answers to the customer)
     author: str | None = None  # the staff member who wrote it (answers, notes)
     reply: StrippedReply | None = None  # the staff text to relay, quotes removed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -13,7 +13,7 @@ from maildesk.parse import InboundMail
 from maildesk.pipeline import MailIntent, TicketState
 from maildesk.quotes import strip_reply
 from maildesk.render import RenderedMail, Templates
-from maildesk.replytoken import reply_address
+from maildesk.replytoken import rating_address, reply_address
 from maildesk.rules import RulesConfig
 from maildesk.sla import SlaConfig
 from maildesk.tid import format_tid, tagged_subject
@@ -48,11 +48,13 @@ def build_mails(
     answer_to: str | None = None,
     previous: Mapping[str, str] | None = None,
     attach_limit: int = NOTIFY_ATTACH_BYTES,
+    history: Sequence[PublicMessage] = (),
 ) -> list[tuple[MailIntent, OutgoingMail]]:
     """`answer_to`: the Message-ID of the customer's last mail on the ticket, which a
     staff answer replies to. `previous`: staff address -> the last notification about
     this ticket to them, which the next one refers to (one thread per ticket in their
-    client). Customer attachments go with notifications up to `attach_limit` bytes."""
+    client). Customer attachments go with notifications up to `attach_limit` bytes.
+    `history`: the ticket's public correspondence, for a resolution mail."""
     level = sla.levels.get(ticket.sla_level)
     attach = sum(len(a.payload) for a in mail.attachments) <= attach_limit
     tid = format_tid(ticket.id)
@@ -92,6 +94,8 @@ def build_mails(
             extra["author"] = member.name if member else intent.author
         if intent.reply is not None:
             extra["body"] = intent.reply.text[:BODY_EXCERPT_CHARS]
+        elif intent.event == "rating":
+            extra["body"] = f"The customer rated the answer on {tid}: {ticket.rating or 'bad'}."
         elif intent.event in ("reply", "reopened"):  # the customer's new text first
             extra["body"] = _clean(strip_reply(mail.text, None).text)[:BODY_EXCERPT_CHARS]
         return templates.render(template, language, {**context, **extra})
@@ -103,6 +107,13 @@ def build_mails(
             continue
         if intent.template == "held":
             out.append((intent, _held_notice(intent, ticket, rules, sender, subject, now)))
+            continue
+        if intent.template == "update":
+            extra = _update_context(intent, ticket, rules, sender, history)
+            body = templates.render("update", intent.language, {**context, **extra})
+            out.append(
+                (intent, _update(intent, body, mail, sender, subject, now, answer_to, ticket.id))
+            )
             continue
         if intent.template == "answer":
             member = rules.member(intent.author or "")
@@ -146,6 +157,75 @@ def build_mails(
             )
             out.append((intent, composed))
     return out
+
+
+@dataclass(frozen=True)
+class PublicMessage:
+    """One mail of a ticket's public correspondence, as the customer sees it."""
+
+    at: str
+    who: str
+    text: str
+
+
+def _update_context(
+    intent: MailIntent,
+    ticket: TicketState,
+    rules: RulesConfig,
+    sender: Sender,
+    history: Sequence[PublicMessage],
+) -> dict[str, Any]:
+    person = rules.member(intent.author or ticket.assignee or "")
+    rate = {
+        f"rating_{what}": rating_address(sender.address, ticket.id, what, sender.hmac_key)
+        for what in ("good", "bad")
+    }
+    return {
+        "event": intent.event,
+        "assignee_name": person.name if person else (intent.author or ""),
+        "body": _clean(intent.reply.text).strip() if intent.reply else "",
+        "history": [vars(m) for m in history] if intent.event == "resolved" else [],
+        **rate,
+    }
+
+
+def _update(
+    intent: MailIntent,
+    body: RenderedMail,
+    mail: InboundMail,
+    sender: Sender,
+    subject: str,
+    now: datetime,
+    answer_to: str | None,
+    ticket_id: int,
+) -> OutgoingMail:
+    """A ticket change told to the customer, threaded to their last mail. With a staff
+    answer in it (a resolving answer) it is a person's mail: not automatic, the
+    answer's attachments and cc go with it."""
+    answered = intent.reply is not None
+    why = (
+        rating_address(sender.address, ticket_id, "why", sender.hmac_key)
+        if intent.event == "rating_ask"
+        else None
+    )
+    files: list[tuple[str, str, bytes]] = []
+    if answered:
+        files = list(intent.files) if intent.files is not None else [
+            (a.filename, a.content_type, a.payload) for a in mail.attachments]
+    return compose(
+        from_addr=sender.address,
+        from_name=sender.name,
+        to=intent.recipients,
+        cc=intent.cc,
+        subject=subject,
+        body=body,
+        now=now,
+        in_reply_to=answer_to,
+        references=tuple(r for r in (answer_to,) if r),
+        reply_to=why,
+        automatic=not answered,
+        attachments=files,
+    )
 
 
 def _pre(text: str) -> str:

@@ -28,6 +28,7 @@ from maildesk.decision import (
 from maildesk.identity import Identity
 from maildesk.language import detect_language
 from maildesk.parse import InboundMail
+from maildesk.ratings import decide_rating
 from maildesk.rules import RulesConfig, evaluate, pick_assignee
 from maildesk.tid import clean_subject, format_tid
 
@@ -91,6 +92,8 @@ def _decide(
     now: datetime,
     spam: SpamBand,
 ) -> Decision:
+    if thread.via == "rating" and thread.ticket is not None and thread.rating:
+        return decide_rating(mail, kind, thread.ticket, thread.rating)
     if thread.ticket is not None and _reopen_window_passed(thread.ticket, identity, policy, now):
         old = thread.ticket.id
         thread = replace(

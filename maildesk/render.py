@@ -50,6 +50,21 @@ CONTEXT_KEYS: dict[str, frozenset[str]] = {
             "status",
         }
     ),
+    "update": frozenset(
+        {
+            "tid",
+            "subject",
+            "customer_name",
+            "customer_email",
+            "support_address",
+            "event",
+            "assignee_name",
+            "body",
+            "history",
+            "rating_good",
+            "rating_bad",
+        }
+    ),
 }
 
 SAMPLE_CONTEXT: dict[str, Any] = {
@@ -71,6 +86,10 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "author": None,
     "linked_tid": "MD-0",
     "status": "open",
+    "assignee_name": "Alice",
+    "history": [{"at": "2026-01-01 10:00 UTC", "who": "Ann Customer", "text": "Help <b>me</b>"}],
+    "rating_good": "support+rate.1.0123456789.good@localhost",
+    "rating_bad": "support+rate.1.0123456789.bad@localhost",
 }
 
 

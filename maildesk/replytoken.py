@@ -4,7 +4,9 @@
   notification, bound to one ticket and one staff member;
 - bounce tokens (VERP): `support+b17.0a1b2c3d4e@host` as the return path of
   outbound mail 17, so only a delivery report about a mail we really sent
-  (to the recipient it names) can suppress automatic mail.
+  (to the recipient it names) can suppress automatic mail;
+- rating tokens: `support+rate.42.0a1b2c3d4e.good@host` (and `.bad`, and `.why`
+  for the reason after a bad rating) in the resolution mail to the requester.
 Both are compared in constant time; anything malformed is simply no token.
 """
 
@@ -18,6 +20,13 @@ from dataclasses import dataclass
 _TOKEN_RE = re.compile(
     r"^(?P<local>[^+@]+)\+(?P<kind>[tb])(?P<number>\d{1,12})\.(?P<mac>[0-9a-f]{10})@(?P<domain>.+)$"
 )
+
+
+_RATE_RE = re.compile(
+    r"^(?P<local>[^+@]+)\+rate\.(?P<number>\d{1,12})\.(?P<mac>[0-9a-f]{10})"
+    r"\.(?P<what>good|bad|why)@(?P<domain>.+)$"
+)
+RATINGS = ("good", "bad")
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,23 @@ def reply_address(support: str, ticket_id: int, staff: str, key: bytes) -> str:
 def bounce_address(support: str, outbox_id: int, key: bytes) -> str:
     local, _, domain = support.partition("@")
     return f"{local}+b{outbox_id}.{_mac(key, f'bounce:{outbox_id}')}@{domain}"
+
+
+def rating_address(support: str, ticket_id: int, what: str, key: bytes) -> str:
+    """What: good, bad, or why (the reason for a bad rating)."""
+    local, _, domain = support.partition("@")
+    return f"{local}+rate.{ticket_id}.{_mac(key, f'rate:{ticket_id}')}.{what}@{domain}"
+
+
+def verify_rating(address: str, key: bytes) -> tuple[int, str] | None:
+    """(ticket, good|bad|why) for a rating address we minted, else None."""
+    found = _RATE_RE.match(address.lower())
+    if not found:
+        return None
+    number = int(found.group("number"))
+    if not hmac.compare_digest(found.group("mac"), _mac(key, f"rate:{number}")):
+        return None
+    return number, found.group("what")
 
 
 def find_token(address: str) -> Token | None:

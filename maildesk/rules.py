@@ -89,11 +89,24 @@ class Defaults(_Strict):
     category: str = "general"
 
 
+class CustomerUpdates(_Strict):
+    """Which ticket changes the requester is told about by mail."""
+
+    assigned: bool = True  # "Alice is handling your request" (#assign, not the first pick)
+    resolved: bool = True  # with the whole public correspondence and a rating request
+    closed: bool = True
+    reopened: bool = True
+
+    def enabled(self) -> frozenset[str]:
+        return frozenset(name for name, on in self.model_dump().items() if on)
+
+
 class RulesConfig(_Strict):
     staff: tuple[StaffMember, ...] = ()
     groups: dict[str, Group] = Field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     defaults: Defaults = Field(default_factory=Defaults)
+    customer_updates: CustomerUpdates = Field(default_factory=CustomerUpdates)
 
     def cross_check(
         self, sla_levels: Collection[str] | None = None

@@ -24,6 +24,7 @@ from maildesk.caps import (
 )
 from maildesk.classify import Classification
 from maildesk.compose import OutgoingMail
+from maildesk.correspondence import public_history, updates_sent
 from maildesk.decision import Collision, HeldAnswer
 from maildesk.identity import Identity
 from maildesk.models import (
@@ -49,7 +50,7 @@ from maildesk.pipeline import (
     Workload,
     may_join,
 )
-from maildesk.replytoken import verify_bounce
+from maildesk.replytoken import verify_bounce, verify_rating
 from maildesk.runtime import Runtime
 from maildesk.tid import clean_subject, find_tids, format_tid
 
@@ -66,6 +67,7 @@ def ticket_state(
     assert ticket.id is not None
     cc: frozenset[str] = frozenset()
     staff: frozenset[str] = frozenset()
+    co: frozenset[str] = frozenset()
     if participants is None:
         rows = session.exec(
             select(Participant.address, Participant.role).where(
@@ -74,9 +76,10 @@ def ticket_state(
         ).all()
         # Staff who wrote on the ticket are not participants a mail may join as: only a
         # proven identity makes a mail staff (invariant 5).
-        participants = frozenset(a for a, role in rows if role != "staff")
+        participants = frozenset(a for a, role in rows if role not in ("staff", "co"))
         cc = frozenset(a for a, role in rows if role == "cc")
         staff = frozenset(a for a, role in rows if role == "staff")
+        co = frozenset(a for a, role in rows if role == "co")
     return TicketState(
         id=ticket.id,
         status=ticket.status,
@@ -96,6 +99,8 @@ def ticket_state(
         updated_at=ticket.updated_at,
         first_response_at=ticket.first_response_at,
         linked_to=ticket.linked_to,
+        rating=ticket.rating,
+        co=co,
     )
 
 
@@ -160,6 +165,9 @@ def lookup_thread(
             "bounce",
             bounce_recipients=tuple(a.lower() for a in bounced.recipients),
         )
+    rated = _rating_token(session, mail, envelope_to, key)
+    if rated is not None:
+        return rated
     candidates = _candidates(session, mail, identity)
     ordered = _with_links(session, candidates)
     joinable = [(state, how) for state, how in ordered if may_join(state, identity)]
@@ -185,6 +193,19 @@ def lookup_thread(
         state, via, refused_ids, first_refused,
         reason=f"{format_tid(state.id)} by {how}; the sender is its {role}",
     )
+
+
+def _rating_token(
+    session: Session, mail: InboundMail, envelope_to: Sequence[str], key: bytes
+) -> ThreadMatch | None:
+    """A mail to a rating address of a resolution mail (an HMAC token: proof enough)."""
+    for address in dict.fromkeys([*envelope_to, *mail.to, *mail.cc]):
+        found = verify_rating(address, key)
+        ticket = session.get(Ticket, found[0]) if found else None
+        if found and ticket is not None:
+            return ThreadMatch(ticket_state(session, ticket), "rating", rating=found[1],
+                               reason=f"rating address of {format_tid(found[0])}: {found[1]}")
+    return None
 
 
 def _candidates(
@@ -404,7 +425,11 @@ def apply(
             ticket.status = decision.status
         if decision.first_response:
             ticket.first_response_at = now
-        _apply_changes(ticket, decision.changes)
+        if decision.status == "resolved":
+            ticket.resolved_at = now
+        elif decision.status == "closed":
+            ticket.closed_at = now
+        _apply_changes(ticket, decision.changes, now)
         for cc in decision.add_cc:
             session.add(Participant(ticket_id=decision.ticket.id, address=cc, role="cc"))
         author = mail.from_addr
@@ -504,9 +529,12 @@ def queue_mails(
                     detail="not mailed (cap reached): " + ", ".join(result.held),
                 )
             )
+    kept = _cap_updates(session, ticket.id, kept, runtime.limits.per_ticket, now)
     answer_to = _last_customer_message_id(session, ticket.id) if any(
-        i.template == "answer" for i in kept
+        i.template in ("answer", "update") for i in kept
     ) else None
+    history = public_history(session, ticket.id, ticket.requester_name or ticket.requester,
+                             runtime.rules) if any(i.event == "resolved" for i in kept) else []
     for intent, out in build_mails(
         tuple(kept),
         ticket,
@@ -520,18 +548,19 @@ def queue_mails(
         answer_to,
         _previous_notifications(session, ticket.id, kept),
         runtime.settings.notify_attach_bytes,
+        history,
     ):
-        automatic = intent.template != "answer"
+        automatic = intent.template != "answer" and intent.reply is None
         _add_outbox(session, ticket.id, intent.template, out, now, automatic)
         if intent.template == "held" and stored_id is not None:
             _kv_set(session, f"held:{out.message_id}"[:300], str(stored_id))
-        if intent.template in ("confirmation", "answer"):
+        if intent.template in ("confirmation", "answer", "update"):
             text = intent.reply.text if intent.reply else ""
             session.add(
                 Message(
                     ticket_id=ticket.id,
                     direction="out",
-                    kind=intent.template,
+                    kind="answer" if intent.reply else intent.template,
                     message_id=out.message_id,
                     from_addr=intent.author or out.mail_from,
                     to_addrs=", ".join(out.recipients),
@@ -544,6 +573,27 @@ def queue_mails(
         subject, lines = notice_lines(kind, format_tid(ticket.id), runtime.limits)
         out = operator_mail(runtime.settings.primary_address, (rcpt,), subject, lines, now)
         _add_outbox(session, ticket.id, kind, out, now)
+
+
+def _cap_updates(
+    session: Session, ticket_id: int, intents: list[MailIntent], limit: int, now: datetime
+) -> list[MailIntent]:
+    """At most `limit` update mails a ticket's requester gets an hour (an answer in a
+    resolution mail always goes: a person wrote it)."""
+    if not any(i.template == "update" and i.reply is None for i in intents):
+        return intents
+    room = limit - updates_sent(session, ticket_id, now)
+    kept = []
+    for intent in intents:
+        if intent.template == "update" and intent.reply is None:
+            if room <= 0:
+                detail = f"{intent.event} mail not sent: {limit} within the hour"
+                session.add(Event(ticket_id=ticket_id, at=now, actor="maildesk",
+                                  kind="update_capped", detail=detail))
+                continue
+            room -= 1
+        kept.append(intent)
+    return kept
 
 
 def _previous_notifications(
@@ -699,13 +749,19 @@ def _forget_held(session: Session, message_id: int) -> None:
         session.delete(row)
 
 
-def _apply_changes(ticket: Ticket, changes: tuple[tuple[str, str], ...]) -> None:
-    """Ticket fields set by staff commands (maildesk.answer.apply_commands)."""
+def _apply_changes(ticket: Ticket, changes: tuple[tuple[str, str], ...], now: datetime) -> None:
+    """Ticket fields set by staff commands (maildesk.answer.apply_commands) and ratings."""
     for field, value in changes:
         if field == "time_spent":
             ticket.time_spent_minutes += int(value)
         elif field == "pending_until":
             ticket.pending_until = datetime.fromisoformat(value)
+        elif field == "rating":
+            ticket.rating, ticket.rated_at = value, now
+        elif field == "rating_comment":
+            ticket.rating_comment = value
+        elif field == "merged_into":
+            ticket.merged_into = int(value)
         elif field in ("assignee", "assigned_group", "priority", "category", "sla_level"):
             setattr(ticket, field, value)
         else:

@@ -256,8 +256,9 @@ def test_staff_commands_by_mail_and_their_refusals(start_daemon, relay) -> None:
     settled(2)
     row = d.query("select assignee, priority, status, time_spent_minutes from ticket")[0]
     assert tuple(row) == ("bob@example.com", "high", "answered", 20)
-    wait_for(lambda: len(received(sink, "ann@example.org")) == 2)
-    answer = received(sink, "ann@example.org")[1].get_body(("plain",)).get_content()
+    wait_for(lambda: len(received(sink, "ann@example.org")) == 3)  # + "Bob is handling it"
+    answer = next(t for t in (m.get_body(("plain",)).get_content()
+                              for m in received(sink, "ann@example.org")) if "Bob will" in t)
     assert "Bob will help you" in answer and "#assign" not in answer and "#priority" not in answer
 
     alice("#asign bob\n#close\nBye")  # one bad line: nothing of the mail takes effect
@@ -269,14 +270,16 @@ def test_staff_commands_by_mail_and_their_refusals(start_daemon, relay) -> None:
     assert "did you mean #assign" in refusal.get_body(("plain",)).get_content()
     assert d.scalar("select status from ticket where id = 1") == "answered"
 
-    alice("#close")  # commands only: nothing to the customer
+    alice("#close")  # commands only: the customer is told it is closed, nothing else
     send(d.port, make_mail(sender="ann@example.org", subject="Re: [MD-1] Printer",
                            body="#close\nI am the customer, this is text."))
     send(d.port, staff_mail("alice@example.com", "support@localhost", "#reopen\nHi",
                             "<ann-1@example.org>"), mail_from="alice@example.com")  # spoof
     settled(6)
     wait_for(lambda: d.scalar("select count(*) from outbox where status = 'queued'") == 0)
-    assert len(received(sink, "ann@example.org")) == 2
+    to_ann = received(sink, "ann@example.org")
+    assert len(to_ann) == 4
+    assert "is now closed" in to_ann[3].get_body(("plain",)).get_content()
     assert d.scalar("select status from ticket where id = 1") == "open"  # ann's reply reopened
     events = [r[0] for r in d.query("select detail from event where ticket_id = 1")]
     assert any("answered -> closed (#close by alice@example.com)" in e for e in events)
