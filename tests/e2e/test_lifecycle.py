@@ -1,0 +1,135 @@
+"""The ticket's life by mail: the customer is told of changes, rates the answer.
+Real `maildesk run`, real SMTP in, an aiosmtpd sink as the relay."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+import pytest
+
+from maildesk.replytoken import rating_address, reply_address
+from tests.conftest import wait_for
+from tests.e2e.test_staff_answers import KEY, received, staff_mail
+from tests.mailkit import make_mail, send
+
+
+def plain(message: EmailMessage) -> str:
+    return str(message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_resolution_mail_carries_answer_history_and_a_rating_round_trip(  # type: ignore[no-untyped-def]
+    start_daemon, relay
+) -> None:
+    sink = relay()
+    sink.start()
+    d = start_daemon(MAILDESK_OUTBOUND=f"smtp://127.0.0.1:{sink.port}")
+    send(d.port, make_mail(subject="Printer", message_id="<ann-1@example.org>"))
+    wait_for(lambda: received(sink, "alice@example.com"))
+    assert d.scalar("select assignee from ticket where id = 1") == "alice@example.com"
+    notification = str(received(sink, "alice@example.com")[0]["Message-ID"])
+    token = reply_address("support@localhost", 1, "alice@example.com", KEY)
+
+    def settled(n: int) -> None:
+        wait_for(lambda: d.scalar("select count(*) from inbound where status = 'done'") == n)
+        wait_for(lambda: d.scalar("select count(*) from outbox where status = 'queued'") == 0)
+
+    # alice resolves with an answer: ONE mail, the answer on top, the history below
+    send(d.port, staff_mail("alice@example.com", token,
+                            "#resolve\n#time 15m\n\nReplace the toner, it will stop smoking.",
+                            notification), rcpts=[token], mail_from="alice@example.com")
+    settled(2)
+    to_ann = received(sink, "ann@example.org")
+    assert len(to_ann) == 2  # the confirmation, then the resolution
+    resolution = to_ann[1]
+    text = plain(resolution)
+    assert text.index("Replace the toner") < text.index("resolved") < text.index("on fire")
+    assert "#resolve" not in text and "#time" not in text
+    good = rating_address("support@localhost", 1, "good", KEY)
+    bad = rating_address("support@localhost", 1, "bad", KEY)
+    assert good in text and bad in text
+    html = str(resolution.get_body(("html",)).get_content())  # type: ignore[union-attr]
+    assert f'href="mailto:{bad}' in html
+    assert resolution["Auto-Submitted"] is None  # a person's answer is in it
+    assert resolution["In-Reply-To"] == "<ann-1@example.org>"
+    row = d.query("select status, time_spent_minutes, resolved_at, first_response_at"
+                  " from ticket")[0]
+    assert row[0] == "resolved" and row[1] == 15 and row[2] is not None and row[3] is not None
+
+    # a forged rating address (wrong MAC) rates nothing
+    forged = "support+rate.1.0123456789.good@localhost"
+    send(d.port, make_mail(to=forged, subject="Good (MD-1)", body="forged"), rcpts=[forged])
+    settled(3)
+    assert d.scalar("select rating from ticket where id = 1") is None
+
+    # ann clicks "bad": the rating is kept, she is asked why, alice is told
+    send(d.port, make_mail(to=bad, subject="Bad (MD-1)", body=""), rcpts=[bad])
+    settled(4)
+    assert d.scalar("select rating from ticket where id = 1") == "bad"
+    assert d.scalar("select status from ticket where id = 1") == "resolved"  # not reopened
+    ask = received(sink, "ann@example.org")[-1]
+    assert "what went wrong" in plain(ask)
+    why = rating_address("support@localhost", 1, "why", KEY)
+    assert ask["Reply-To"].addresses[0].addr_spec == why
+    assert ask["Auto-Submitted"] is not None  # automatic: an autoresponder must not answer
+    wait_for(lambda: any("Rating from the customer" in plain(m)
+                         for m in received(sink, "alice@example.com")))
+
+    # her reason comes back to the .why address: kept on the ticket, alice reads it
+    send(d.port, make_mail(to=why, subject="Re: [MD-1] Printer",
+                           body="It still smokes after the new toner.\n\n> what went wrong\n"),
+         rcpts=[why])
+    settled(5)
+    assert d.scalar("select rating_comment from ticket where id = 1") == (
+        "It still smokes after the new toner.")
+    wait_for(lambda: any("It still smokes" in plain(m)
+                         for m in received(sink, "alice@example.com")))
+    # a second "bad" does not ask again
+    asked = len(received(sink, "ann@example.org"))
+    send(d.port, make_mail(to=bad, subject="Bad (MD-1)", body="", message_id="<bad-2@x>"),
+         rcpts=[bad])
+    settled(6)
+    assert len(received(sink, "ann@example.org")) == asked
+    events = [r[0] for r in d.query("select detail from event where kind = 'rating'")]
+    assert any(e.startswith("bad from ann@example.org") for e in events)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_assignment_closure_and_reopen_are_told_in_the_customers_language(  # type: ignore[no-untyped-def]
+    start_daemon, relay
+) -> None:
+    sink = relay()
+    sink.start()
+    d = start_daemon(MAILDESK_OUTBOUND=f"smtp://127.0.0.1:{sink.port}")
+    customer = "anna.petrova@yandex.ru"
+    send(d.port, make_mail(sender=f"Анна Петрова <{customer}>", subject="Не приходит счёт",
+                           body="Здравствуйте! Не приходит счёт за ноябрь, проверьте, пожалуйста.",
+                           message_id="<anna-1@yandex.ru>"), mail_from=customer)
+    assignee = wait_for(lambda: d.scalar("select assignee from ticket where id = 1"))
+    wait_for(lambda: received(sink, assignee))  # bob: a bill goes to the billing group
+    assert d.scalar("select language from ticket where id = 1") == "ru"
+    notification = str(received(sink, assignee)[0]["Message-ID"])
+    token = reply_address("support@localhost", 1, assignee, KEY)
+
+    def staff(body: str) -> None:
+        send(d.port, staff_mail(assignee, token, body, notification), rcpts=[token],
+             mail_from=assignee)
+
+    def settled(n: int) -> None:
+        wait_for(lambda: d.scalar("select count(*) from inbound where status = 'done'") == n)
+        wait_for(lambda: d.scalar("select count(*) from outbox where status = 'queued'") == 0)
+
+    other = "Bob" if assignee == "alice@example.com" else "Alice"
+    staff(f"#assign {other}")
+    settled(2)
+    update = plain(received(sink, customer)[-1])
+    assert f"занимается {other}" in update
+    staff("#close")
+    settled(3)
+    assert "закрыта" in plain(received(sink, customer)[-1])
+    staff("#reopen")
+    settled(4)
+    assert "снова открыта" in plain(received(sink, customer)[-1])
+    assert d.scalar("select status from ticket where id = 1") == "open"
+    assert d.scalar("select closed_at from ticket where id = 1") is not None
+    assert len(received(sink, customer)) == 4  # confirmation + three updates
