@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -160,14 +161,27 @@ def tickets(
         typer.Option(help="Only tickets with this status: " + ", ".join(queries.TICKET_STATUSES)),
     ] = None,
     spam: Annotated[bool, typer.Option("--spam", help="The spam quarantine instead.")] = False,
+    assignee: Annotated[
+        str | None, typer.Option(help="Only this staff member's (an address; none: unassigned).")
+    ] = None,
+    requester: Annotated[str | None, typer.Option(help="Only this customer's.")] = None,
+    level: Annotated[str | None, typer.Option(help="Only this SLA level.")] = None,
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="Only those past their first-answer due time.")
+    ] = False,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """List tickets."""
     status = _valid_status(status, queries.TICKET_STATUSES)
-    rows = queries.list_tickets(
-        _engine(load_settings()), status="spam" if spam else status, limit=limit
+    where = queries.TicketFilter(
+        status="spam" if spam else status,
+        assignee=assignee,
+        requester=requester,
+        level=level,
+        overdue_at=datetime.now(UTC) if overdue else None,
     )
+    rows = queries.list_tickets(_engine(load_settings()), limit=limit, where=where)
     if as_json:
         print(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
         return
@@ -205,6 +219,18 @@ def show(
         f"assignee {t['assignee'] or '-'}, language {t['language']}",
         highlight=False,
     )
+    extra = [f"time spent {t['time_spent_minutes']} min"] if t["time_spent_minutes"] else []
+    if t["rating"]:
+        extra.append(f"rated {t['rating']}" + (f": {t['rating_comment']}"
+                                                if t["rating_comment"] else ""))
+    for key, label in (("pending_until", "pending until"), ("resolved_at", "resolved"),
+                       ("closed_at", "closed")):
+        if t[key]:
+            extra.append(f"{label} {when(t[key])}")
+    if t["merged_into"]:
+        extra.append(f"merged into {t['merged_into']}")
+    if extra:
+        console.print(", ".join(extra), markup=False, highlight=False)
     console.print(
         "participants: " + ", ".join(f"{p['address']} ({p['role']})" for p in data["participants"]),
         highlight=False,
@@ -233,6 +259,27 @@ def show(
             + (f" ({o['last_error']})" if o["last_error"] else ""),
             markup=False,
         )
+
+
+@app.command(name="do")
+def do_commands(
+    tid: Annotated[str, typer.Argument(help="[MD-42], MD-42 or 42")],
+    commands: Annotated[list[str], typer.Argument(help="'#assign bob' '#priority high' ...")],
+    as_: Annotated[
+        str | None, typer.Option("--as", help="Your staff address (default MAILDESK_OPERATOR).")
+    ] = None,
+) -> None:
+    """Change a ticket with the #commands staff use by mail; all or nothing."""
+    from maildesk.operator import run_commands  # the pipeline's modules: only when used
+    from maildesk.runtime import load_runtime
+
+    settings = load_settings()
+    runtime = load_runtime(settings)
+    events = run_commands(
+        _engine(settings), runtime, tid, commands, as_ if as_ is not None else settings.operator
+    )
+    for line in events:
+        print(line)
 
 
 @app.command()

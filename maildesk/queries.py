@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -13,6 +15,7 @@ from maildesk.models import Attachment, Event, Inbound, Message, Outbox, Partici
 from maildesk.tid import format_tid, parse_tid
 
 TICKET_STATUSES = ("new", "open", "answered", "pending", "resolved", "closed", "held", "spam")
+OPEN_STATUSES = ("new", "open", "held")  # waiting for the first answer
 OUTBOX_STATUSES = ("queued", "sent", "failed")
 
 
@@ -34,18 +37,52 @@ def _ticket_dict(t: Ticket) -> dict[str, Any]:
         "created_at": t.created_at,
         "updated_at": t.updated_at,
         "first_response_due": t.first_response_due,
+        "first_response_at": t.first_response_at,
+        "pending_until": t.pending_until,
+        "time_spent_minutes": t.time_spent_minutes,
+        "resolved_at": t.resolved_at,
+        "closed_at": t.closed_at,
+        "rating": t.rating,
+        "rating_comment": t.rating_comment,
+        "merged_into": format_tid(t.merged_into) if t.merged_into else None,
+        "linked_to": format_tid(t.linked_to) if t.linked_to else None,
     }
 
 
+@dataclass(frozen=True)
+class TicketFilter:
+    status: str | None = None
+    assignee: str | None = None  # an address, or "none" for unassigned
+    requester: str | None = None
+    level: str | None = None
+    overdue_at: datetime | None = None  # first answer due before this, none given yet
+
+
 def list_tickets(
-    engine: Engine, status: str | None = None, limit: int = 100
+    engine: Engine, status: str | None = None, limit: int = 100,
+    where: TicketFilter | None = None,
 ) -> list[dict[str, Any]]:
+    where = where or TicketFilter(status=status)
     with Session(read_only(engine)) as session:
         query = select(Ticket).order_by(col(Ticket.id).desc()).limit(limit)
-        if status:
-            query = query.where(Ticket.status == status)
+        if where.status:
+            query = query.where(Ticket.status == where.status)
         else:  # the quarantine is listed only on request (`--spam`)
             query = query.where(Ticket.status != "spam")
+        if where.assignee == "none":
+            query = query.where(col(Ticket.assignee).is_(None))
+        elif where.assignee:
+            query = query.where(Ticket.assignee == where.assignee.lower())
+        if where.requester:
+            query = query.where(Ticket.requester == where.requester.lower())
+        if where.level:
+            query = query.where(Ticket.sla_level == where.level)
+        if where.overdue_at is not None:
+            query = query.where(
+                col(Ticket.status).in_(OPEN_STATUSES),
+                col(Ticket.first_response_at).is_(None),
+                col(Ticket.first_response_due) < where.overdue_at,
+            )
         return [_ticket_dict(t) for t in session.exec(query).all()]
 
 

@@ -415,21 +415,7 @@ def apply(
         rules_fired = new.rules_fired
     else:
         assert decision.ticket is not None
-        found = session.get(Ticket, decision.ticket.id)
-        assert found is not None
-        ticket = found
-        ticket.updated_at = now
-        if decision.reopen:
-            ticket.status = "open"
-        if decision.status:
-            ticket.status = decision.status
-        if decision.first_response:
-            ticket.first_response_at = now
-        if decision.status == "resolved":
-            ticket.resolved_at = now
-        elif decision.status == "closed":
-            ticket.closed_at = now
-        _apply_changes(ticket, decision.changes, now)
+        ticket = update_ticket(session, decision, now)
         for cc in decision.add_cc:
             session.add(Participant(ticket_id=decision.ticket.id, address=cc, role="cc"))
         author = mail.from_addr
@@ -492,6 +478,27 @@ def apply(
     if decision.held_done is not None:
         _forget_held(session, decision.held_done)
     return ticket.id
+
+
+def update_ticket(session: Session, decision: Decision, now: datetime) -> Ticket:
+    """A decision's changes to an existing ticket: status, first response, fields."""
+    assert decision.ticket is not None
+    ticket = session.get(Ticket, decision.ticket.id)
+    assert ticket is not None
+    ticket.updated_at = now
+    if decision.reopen:
+        ticket.status = "open"
+    if decision.status:
+        ticket.status = decision.status
+    if decision.first_response:
+        ticket.first_response_at = now
+    if decision.status == "resolved":
+        ticket.resolved_at = now
+    elif decision.status == "closed":
+        ticket.closed_at = now
+    _apply_changes(ticket, decision.changes, now)
+    session.add(ticket)
+    return ticket
 
 
 def queue_mails(

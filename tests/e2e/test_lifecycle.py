@@ -3,12 +3,15 @@ Real `maildesk run`, real SMTP in, an aiosmtpd sink as the relay."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import pytest
+from sqlalchemy import text
 
 from maildesk.replytoken import rating_address, reply_address
-from tests.conftest import wait_for
+from tests.conftest import maildesk_cli, wait_for
 from tests.e2e.test_staff_answers import KEY, received, staff_mail
 from tests.mailkit import make_mail, send
 
@@ -133,3 +136,56 @@ def test_assignment_closure_and_reopen_are_told_in_the_customers_language(  # ty
     assert d.scalar("select status from ticket where id = 1") == "open"
     assert d.scalar("select closed_at from ticket where id = 1") is not None
     assert len(received(sink, customer)) == 4  # confirmation + three updates
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_operator_changes_a_ticket_from_the_shell(start_daemon, relay) -> None:  # type: ignore[no-untyped-def]
+    sink = relay()
+    sink.start()
+    d = start_daemon(MAILDESK_OUTBOUND=f"smtp://127.0.0.1:{sink.port}",
+                     MAILDESK_OPERATOR="alice@example.com")
+    send(d.port, make_mail(subject="Printer", message_id="<ann-1@example.org>"))
+    send(d.port, make_mail(sender="carl@example.org", subject="Scanner"))
+    wait_for(lambda: d.scalar("select count(*) from ticket") == 2)
+
+    done = maildesk_cli(d.env, "do", "MD-1", "#assign bob", "#priority urgent", "#time 1h30m")
+    assert "-> bob@example.com (#assign bob by alice@example.com)" in done.stdout
+    row = d.query("select assignee, priority, time_spent_minutes from ticket where id = 1")[0]
+    assert tuple(row) == ("bob@example.com", "urgent", 90)
+    wait_for(lambda: any("Bob is now handling" in plain(m)
+                         for m in received(sink, "ann@example.org")))
+    actors = [r[0] for r in d.query("select actor from event where kind = 'priority'")]
+    assert actors == ["alice@example.com (maildesk do)"]
+
+    # one bad line: nothing applied, every bad line named, exit status 1
+    refused = maildesk_cli(d.env, "do", "MD-1", "#close", "#priority hgih", "#asign x",
+                           "hello", check=False)
+    assert refused.returncode == 1
+    assert "nothing applied" in refused.stderr and "did you mean high" in refused.stderr
+    assert "#asign x" in refused.stderr and "hello: each argument" in refused.stderr
+    assert d.scalar("select status from ticket where id = 1") != "closed"
+    nobody = maildesk_cli(d.env, "do", "MD-1", "#close", "--as", "mallory@evil.test",
+                          check=False)
+    assert nobody.returncode == 1 and "not a staff member" in nobody.stderr
+    missing = maildesk_cli(d.env, "do", "MD-99", "#close", check=False)
+    assert missing.returncode == 1 and "no ticket MD-99" in missing.stderr
+
+    listed = json.loads(maildesk_cli(d.env, "tickets", "--assignee", "bob@example.com",
+                                     "--json").stdout)
+    bobs = [f"MD-{r[0]}" for r in d.query(
+        "select id from ticket where assignee = 'bob@example.com' order by id desc")]
+    assert [t["tid"] for t in listed] == bobs and "MD-1" in bobs
+    assert next(t for t in listed if t["tid"] == "MD-1")["time_spent_minutes"] == 90
+    by_requester = json.loads(maildesk_cli(d.env, "tickets", "--requester", "carl@example.org",
+                                           "--json").stdout)
+    assert [t["tid"] for t in by_requester] == ["MD-2"]
+    # nobody answered within the (past) due time of a backdated ticket: overdue
+    with d.engine.begin() as conn:
+        conn.execute(text("update ticket set first_response_due = :t where id = 2"),
+                     {"t": datetime.now(UTC) - timedelta(hours=1)})
+    overdue = json.loads(maildesk_cli(d.env, "tickets", "--overdue", "--json").stdout)
+    assert [t["tid"] for t in overdue] == ["MD-2"]
+    maildesk_cli(d.env, "do", "2", "#resolve")
+    assert json.loads(maildesk_cli(d.env, "tickets", "--overdue", "--json").stdout) == []
+    resolved = json.loads(maildesk_cli(d.env, "tickets", "--status", "resolved", "--json").stdout)
+    assert [t["tid"] for t in resolved] == ["MD-2"] and resolved[0]["resolved_at"]

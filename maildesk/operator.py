@@ -1,0 +1,88 @@
+"""`maildesk do MD-12 '#assign bob' '#priority high'`: staff commands from the shell.
+
+The same parser, checks, events and customer mails as commands by mail
+(maildesk.commands, maildesk.answer.apply_commands, maildesk.updates); the author is
+the operator's staff identity (MAILDESK_OPERATOR or `--as`), who must be in
+rules.yaml. If any line is invalid nothing is applied.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from maildesk import store
+from maildesk.answer import NOT_YET, apply_commands
+from maildesk.commands import parse_commands
+from maildesk.decision import Decision
+from maildesk.errors import MaildeskError, NotFound
+from maildesk.models import Event, Ticket
+from maildesk.parse import InboundMail
+from maildesk.runtime import Runtime
+from maildesk.tid import format_tid, parse_tid
+from maildesk.updates import customer_updates
+
+MAIL_ONLY = frozenset({"internal", "send"})  # about the mail they start
+
+
+def run_commands(
+    engine: Engine,
+    runtime: Runtime,
+    tid: str,
+    lines: list[str],
+    author: str,
+    now: datetime | None = None,
+) -> list[str]:
+    """Apply the command lines to the ticket as `author`; returns the events recorded."""
+    now = now or datetime.now(UTC)
+    author = author.strip().lower()
+    if not author:
+        raise MaildeskError("who are you? set MAILDESK_OPERATOR to your staff address, or --as")
+    if runtime.rules.member(author) is None:
+        raise MaildeskError(f"--as {author}: not a staff member in {runtime.settings.rules}")
+    number = parse_tid(tid)
+    if number is None:
+        raise NotFound(f"{tid!r} is not a ticket ID (expected [MD-42], MD-42 or 42)")
+    if not lines:
+        raise MaildeskError("no commands given, e.g. maildesk do MD-12 '#assign bob'")
+    errors = [f"{line}: each argument is one #command" for line in lines
+              if not line.strip().startswith("#")]
+    parsed = parse_commands("\n".join(lines), runtime.rules, runtime.sla.levels, author, now)
+    errors += parsed.errors
+    errors += [f"{c.line}: only in a mail" for c in parsed.commands if c.name in MAIL_ONLY]
+    errors += [f"{c.line}: not available yet" for c in parsed.commands
+               if c.name in NOT_YET - MAIL_ONLY]
+    if errors:
+        raise MaildeskError("nothing applied:\n" + "\n".join(errors))
+    with Session(engine) as session:
+        ticket = session.exec(
+            select(Ticket).where(Ticket.id == number).with_for_update()
+        ).first()
+        if ticket is None:
+            raise NotFound(f"no ticket {format_tid(number)}")
+        state = store.ticket_state(session, ticket)
+        changes, status, events = apply_commands(parsed.commands, state, author)
+        updates = customer_updates(
+            state, status, changes, runtime.rules.customer_updates.enabled()
+        )
+        decision = Decision(action="append", message_kind="staff", ticket=state,
+                            status=status, changes=changes, mails=updates, events=events)
+        updated = store.update_ticket(session, decision, now)
+        for kind, detail in events:
+            session.add(Event(ticket_id=number, at=now, actor=f"{author} (maildesk do)",
+                              kind=kind, detail=detail))
+        store.queue_mails(session, store.ticket_state(session, updated),
+                          _no_mail(updated.subject, author), updates, runtime, now)
+        session.commit()
+    return [f"{kind}: {detail}" for kind, detail in events]
+
+
+def _no_mail(subject: str, author: str) -> InboundMail:
+    """What the mail builders read of 'the mail that caused this': nothing, here."""
+    return InboundMail(
+        message_id=None, subject=subject, from_addr=author, from_name="", reply_to=(), to=(),
+        cc=(), date=None, in_reply_to=(), references=(), text="", html=None, attachments=(),
+        content_type="text/plain", content_hash="", headers=(),
+    )
