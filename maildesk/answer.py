@@ -15,8 +15,9 @@ automatic mail to record and drop. Pure.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Literal
 
 from maildesk.classify import Classification
 from maildesk.commands import Command, parse_commands
@@ -31,11 +32,13 @@ from maildesk.decision import (
 from maildesk.identity import Identity
 from maildesk.parse import InboundMail
 from maildesk.quotes import StrippedReply, strip_reply
+from maildesk.render import render_canned
+from maildesk.tid import format_tid
 from maildesk.updates import customer_updates, resolve_with_answer
 
 SEND_MARK = "#send"
 # Parsed, but not built yet: refused with a clear line rather than silently ignored.
-NOT_YET = frozenset({"co", "cc", "merge", "new-for", "canned", "spam", "ham", "send"})
+NOT_YET = frozenset({"new-for"})
 
 
 def decide_staff_mail(
@@ -60,16 +63,34 @@ def decide_staff_mail(
             events=(("staff_auto", f"automatic mail from {author} ({why}): not relayed"),),
         )
     parsed = parse_commands(mail.text, policy.rules, policy.sla.levels, author, now)
-    later = [c.line for c in parsed.commands if c.name in NOT_YET]
-    errors = (*parsed.errors, *(f"{line}: not available yet" for line in later))
+    targets = facts.merge_targets if facts is not None else ()
+    errors = (*parsed.errors, *command_errors(parsed.commands, ticket, targets, policy))
     if errors:
         return _refused(ticket, author, errors)
-    changes, status, events = apply_commands(parsed.commands, ticket, author)
+    applied = apply_commands(parsed.commands, ticket, author)
+    changes, status, events = applied.changes, applied.status, applied.events
     updates = customer_updates(ticket, status, changes, policy.rules.customer_updates.enabled())
     command_names = {c.name for c in parsed.commands}
+    if status == "resolved" and "time" not in command_names and not ticket.time_spent_minutes:
+        # HelpDeskEddy asks at close: the author can answer with a #time line
+        updates += (MailIntent("ask_time", (author,), "en", "resolved", author=author),)
     body = parsed.body if parsed.commands else mail.text
+    canned = [c.value for c in parsed.commands if c.name == "canned" and c.value]
+    if canned:
+        body = "\n\n".join([*_canned(canned, ticket, author, policy), body]).strip("\n")
     html = None if parsed.commands else mail.html
     colleagues = _colleagues(ticket, author)
+    if applied.mark is not None:  # #spam / #ham: a staff decision, never an answer
+        return Decision(
+            action="append",
+            message_kind="staff",
+            ticket=ticket,
+            visibility="internal",
+            events=events,
+            status=status,
+            changes=changes,
+            mark=applied.mark,
+        )
     if identity.comment or "internal" in command_names:
         reply = strip_reply(body, html)
         told = (
@@ -146,6 +167,69 @@ def _refused(ticket: TicketState, author: str, errors: tuple[str, ...]) -> Decis
     )
 
 
+def command_errors(
+    commands: tuple[Command, ...],
+    ticket: TicketState,
+    targets: tuple[TicketState, ...],
+    policy: Policy,
+) -> list[str]:
+    """What the parser cannot know: other tickets, canned answers, this ticket's people."""
+    errors: list[str] = []
+    known = {t.id: t for t in targets}
+    names = {c.name for c in commands}
+    if {"spam", "ham"} <= names:
+        errors.append("#spam and #ham: one or the other")
+    for c in commands:
+        if c.name in NOT_YET:
+            errors.append(f"{c.line}: not available yet")
+        elif c.name == "send":
+            errors.append(f"{c.line}: only as the first line of a reply to a [held] notice")
+        elif c.name == "merge" and c.ticket is not None:
+            target = known.get(c.ticket)
+            if c.ticket == ticket.id:
+                errors.append(f"{c.line}: a ticket cannot be merged into itself")
+            elif target is None:
+                errors.append(f"{c.line}: no ticket {format_tid(c.ticket)}")
+            elif target.status == "spam":
+                errors.append(f"{c.line}: {format_tid(c.ticket)} is spam")
+            elif target.merged_into is not None:
+                errors.append(f"{c.line}: {format_tid(c.ticket)} was merged into "
+                              f"{format_tid(target.merged_into)}; merge into that one")
+        elif c.name == "canned" and c.value not in policy.canned:
+            listed = ", ".join(sorted(policy.canned)) or "none in templates/canned/"
+            errors.append(f"{c.line}: no canned answer {c.value!r} (known: {listed})")
+        elif c.name == "cc" and not c.add and c.value == ticket.requester:
+            errors.append(f"{c.line}: the requester cannot be removed")
+    return errors
+
+
+def _canned(names: list[str], ticket: TicketState, author: str, policy: Policy) -> list[str]:
+    member = policy.rules.member(author)
+    context = {
+        "tid": format_tid(ticket.id),
+        "subject": ticket.subject,
+        "customer_name": ticket.requester_name,
+        "customer_email": ticket.requester,
+        "author": member.name if member else author,
+    }
+    texts = []
+    for name in names:
+        sources = policy.canned[name]
+        source = sources.get(ticket.language) or sources.get("en") or next(iter(sources.values()))
+        texts.append(render_canned(source, context))
+    return texts
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a mail's (or `maildesk do`'s) commands do to the ticket."""
+
+    changes: tuple[tuple[str, str], ...]
+    status: str | None
+    events: tuple[tuple[str, str], ...]
+    mark: Literal["spam", "ham"] | None = None
+
+
 STATUS_OF = {"close": "closed", "resolve": "resolved", "reopen": "open", "wait": "pending"}
 FIELD_OF = {
     "assign": "assignee",
@@ -156,13 +240,12 @@ FIELD_OF = {
 }
 
 
-def apply_commands(
-    commands: tuple[Command, ...], ticket: TicketState, author: str
-) -> tuple[tuple[tuple[str, str], ...], str | None, tuple[tuple[str, str], ...]]:
+def apply_commands(commands: tuple[Command, ...], ticket: TicketState, author: str) -> Applied:
     """The ticket changes the commands ask for, the new status, and an event for each."""
     changes: list[tuple[str, str]] = []
     events: list[tuple[str, str]] = []
     status: str | None = None
+    mark: Literal["spam", "ham"] | None = None
     current = {
         "assignee": ticket.assignee or "(nobody)",
         "assigned_group": ticket.group or "(none)",
@@ -185,7 +268,20 @@ def apply_commands(
         elif command.name == "time" and command.minutes is not None:
             changes.append(("time_spent", str(command.minutes)))
             events.append(("time", f"{command.minutes} min {why}"))
-    return tuple(changes), status, tuple(events)
+        elif command.name == "co" and command.value:
+            changes.append(("co", command.value))
+            events.append(("co", f"co-assignee {command.value} {why}"))
+        elif command.name == "cc" and command.value:
+            changes.append(("cc_add" if command.add else "cc_remove", command.value))
+            verb = "added" if command.add else "removed"
+            events.append(("cc", f"{verb} {command.value} {why}"))
+        elif command.name == "merge" and command.ticket is not None:
+            changes.append(("merged_into", str(command.ticket)))
+            status = "closed"
+            events.append(("merge", f"merged into {format_tid(command.ticket)} {why}"))
+        elif command.name in ("spam", "ham"):
+            mark = "spam" if command.name == "spam" else "ham"
+    return Applied(tuple(changes), status, tuple(events), mark)
 
 
 def _release_or_drop(

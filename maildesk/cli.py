@@ -272,11 +272,13 @@ def do_commands(
     """Change a ticket with the #commands staff use by mail; all or nothing."""
     from maildesk.operator import run_commands  # the pipeline's modules: only when used
     from maildesk.runtime import load_runtime
+    from maildesk.spam.cli import load_spam_filter
 
     settings = load_settings()
     runtime = load_runtime(settings)
     events = run_commands(
-        _engine(settings), runtime, tid, commands, as_ if as_ is not None else settings.operator
+        _engine(settings), runtime, tid, commands, as_ if as_ is not None else settings.operator,
+        spam_filter=load_spam_filter,
     )
     for line in events:
         print(line)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
+from maildesk.address import parse_addresses
 from maildesk.rules import RulesConfig
 from maildesk.tid import parse_tid
 
@@ -94,13 +95,11 @@ def _one(
         return Command(name, ticket=number, line=line)
     if name == "cc":
         how, _, address = arg.partition(" ")
-        if how.lower() not in ("add", "remove") or "@" not in address:
+        if how.lower() not in ("add", "remove") or not address.strip():
             raise ValueError("use #cc add ADDRESS or #cc remove ADDRESS")
-        return Command(name, value=address.strip().lower(), add=how.lower() == "add", line=line)
+        return Command(name, value=_address(address), add=how.lower() == "add", line=line)
     if name == "new-for":
-        if "@" not in arg or " " in arg:
-            raise ValueError("#new-for needs the customer's address")
-        return Command(name, value=arg.lower(), line=line)
+        return Command(name, value=_address(arg) if arg else None, line=line)
     known = sorted([*_SIMPLE, "assign", "co", "group", "priority", "sla", "category", "canned",
                     "time", "wait", "merge", "cc", "new-for"])
     return _unknown(name, known)
@@ -123,6 +122,15 @@ def _staff(arg: str, roster: RulesConfig, author: str) -> str:
     near = difflib.get_close_matches(wanted, names, n=1)
     hint = f"; did you mean {near[0]}?" if near else ""
     raise ValueError(f"no staff member {arg!r}{hint}")
+
+
+def _address(arg: str) -> str:
+    """One usable address, parsed as a header would be (never split by hand)."""
+    parsed = parse_addresses("address", [arg.strip()])
+    if len(parsed.addresses) != 1 or parsed.problems:
+        why = "; ".join(parsed.problems) or "expected exactly one address"
+        raise ValueError(f"not a usable address: {why}")
+    return parsed.addresses[0][1]
 
 
 def _choice(arg: str, allowed: Iterable[str], what: str) -> str:

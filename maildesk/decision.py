@@ -40,6 +40,8 @@ class TicketState:
     linked_to: int | None = None
     rating: str | None = None  # good / bad, once the customer rated
     co: frozenset[str] = frozenset()  # co-assignees (#co): told like the assignee
+    merged_into: int | None = None  # #merge: the ticket that took this one's mail
+    time_spent_minutes: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class SenderFacts:
     alerted: frozenset[str] = frozenset()  # admin alerts about this sender within the hour
     collision: Collision | None = None  # staff answers only
     held: HeldAnswer | None = None  # this staff mail answers a collision notice
+    merge_targets: tuple[TicketState, ...] = ()  # tickets a staff mail's #merge names
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,9 @@ class NewTicket:
 class MailIntent:
     """A mail to render and queue once the ticket has its ID."""
 
-    template: Literal["confirmation", "notification", "answer", "held", "refused", "update"]
+    template: Literal[
+        "confirmation", "notification", "answer", "held", "refused", "update", "ask_time"
+    ]
     recipients: tuple[str, ...]
     language: str
     event: Literal[
@@ -162,6 +167,8 @@ class Decision:
     # Ticket fields a staff command sets: assignee, assigned_group, priority, category,
     # sla_level, pending_until (ISO time) and time_spent (minutes to add).
     changes: tuple[tuple[str, str], ...] = ()
+    # #spam / #ham: the staff decision the filter learns (maildesk.quarantine.mark_ticket).
+    mark: Literal["spam", "ham"] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,3 +182,5 @@ class Policy:
     auto_reply_limit_per_hour: int
     new_tickets_per_sender_per_hour: int = 20
     reopen_days: float = 14.0  # a customer reply reopens a resolved/closed ticket this long
+    # Canned answers for #canned: name -> language -> text (rendered when used).
+    canned: Mapping[str, Mapping[str, str]] = field(default_factory=dict)

@@ -105,6 +105,13 @@ def build_mails(
         if intent.template == "refused":
             out.append((intent, _refused_notice(intent, ticket, sender, subject, now)))
             continue
+        if intent.template == "ask_time":
+            assert intent.author
+            text = (f"You resolved {tid}. How long did it take? Reply to this mail with a line\n"
+                    "like #time 30m or #time 1h15m; it counts in the monthly report.\n")
+            out.append((intent, _to_author(intent.author, f"[time spent?] {subject}", text,
+                                           ticket, sender, now)))
+            continue
         if intent.template == "held":
             out.append((intent, _held_notice(intent, ticket, rules, sender, subject, now)))
             continue

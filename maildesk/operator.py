@@ -8,23 +8,29 @@ rules.yaml. If any line is invalid nothing is applied.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from maildesk import store
-from maildesk.answer import NOT_YET, apply_commands
+from maildesk.answer import apply_commands, command_errors
 from maildesk.commands import parse_commands
 from maildesk.decision import Decision
 from maildesk.errors import MaildeskError, NotFound
 from maildesk.models import Event, Ticket
 from maildesk.parse import InboundMail
+from maildesk.quarantine import mark_ticket
 from maildesk.runtime import Runtime
 from maildesk.tid import format_tid, parse_tid
 from maildesk.updates import customer_updates
 
-MAIL_ONLY = frozenset({"internal", "send"})  # about the mail they start
+if TYPE_CHECKING:
+    from maildesk.spam import SpamFilter
+
+MAIL_ONLY = frozenset({"internal", "canned"})  # about the text of the mail they start
 
 
 def run_commands(
@@ -33,9 +39,10 @@ def run_commands(
     tid: str,
     lines: list[str],
     author: str,
+    spam_filter: Callable[[], SpamFilter | None] = lambda: None,
     now: datetime | None = None,
 ) -> list[str]:
-    """Apply the command lines to the ticket as `author`; returns the events recorded."""
+    """Apply the command lines to the ticket as `author`; returns what was recorded."""
     now = now or datetime.now(UTC)
     author = author.strip().lower()
     if not author:
@@ -52,10 +59,6 @@ def run_commands(
     parsed = parse_commands("\n".join(lines), runtime.rules, runtime.sla.levels, author, now)
     errors += parsed.errors
     errors += [f"{c.line}: only in a mail" for c in parsed.commands if c.name in MAIL_ONLY]
-    errors += [f"{c.line}: not available yet" for c in parsed.commands
-               if c.name in NOT_YET - MAIL_ONLY]
-    if errors:
-        raise MaildeskError("nothing applied:\n" + "\n".join(errors))
     with Session(engine) as session:
         ticket = session.exec(
             select(Ticket).where(Ticket.id == number).with_for_update()
@@ -63,20 +66,29 @@ def run_commands(
         if ticket is None:
             raise NotFound(f"no ticket {format_tid(number)}")
         state = store.ticket_state(session, ticket)
-        changes, status, events = apply_commands(parsed.commands, state, author)
+        targets = store.merge_targets(session, [c.ticket for c in parsed.commands if c.ticket])
+        errors += command_errors(parsed.commands, state, targets, runtime.policy)
+        if errors:
+            raise MaildeskError("nothing applied:\n" + "\n".join(errors))
+        applied = apply_commands(parsed.commands, state, author)
         updates = customer_updates(
-            state, status, changes, runtime.rules.customer_updates.enabled()
+            state, applied.status, applied.changes, runtime.rules.customer_updates.enabled()
         )
         decision = Decision(action="append", message_kind="staff", ticket=state,
-                            status=status, changes=changes, mails=updates, events=events)
+                            status=applied.status, changes=applied.changes, mails=updates,
+                            events=applied.events)
         updated = store.update_ticket(session, decision, now)
-        for kind, detail in events:
-            session.add(Event(ticket_id=number, at=now, actor=f"{author} (maildesk do)",
-                              kind=kind, detail=detail))
+        actor = f"{author} (maildesk do)"
+        for kind, detail in applied.events:
+            session.add(Event(ticket_id=number, at=now, actor=actor, kind=kind, detail=detail))
         store.queue_mails(session, store.ticket_state(session, updated),
                           _no_mail(updated.subject, author), updates, runtime, now)
+        said = [f"{kind}: {detail}" for kind, detail in applied.events]
+        if applied.mark is not None:
+            said.append(mark_ticket(session, number, applied.mark == "spam", runtime,
+                                    spam_filter(), actor, now))
         session.commit()
-    return [f"{kind}: {detail}" for kind, detail in events]
+    return said
 
 
 def _no_mail(subject: str, author: str) -> InboundMail:

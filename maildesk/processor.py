@@ -33,6 +33,7 @@ from maildesk.models import Inbound
 from maildesk.parse import InboundMail
 from maildesk.parsepool import ParseFailure, ParserPool
 from maildesk.pipeline import SenderFacts, Workload, decide
+from maildesk.quarantine import mark_ticket
 from maildesk.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -110,7 +111,8 @@ def process_one(
         collision, held = store.staff_reply_facts(
             session, thread.ticket.id, mail, identity.address, runtime.settings.data_dir
         )
-        sender = replace(sender, collision=collision, held=held)
+        targets = store.merge_targets(session, store.merge_numbers(mail.text))
+        sender = replace(sender, collision=collision, held=held, merge_targets=targets)
     if identity.spoof:
         alerted = store.recent_alerts(session, {"spoof": identity.spoof}, now)
         sender = replace(sender, alerted=sender.alerted | alerted)
@@ -135,6 +137,9 @@ def process_one(
     ticket_id = store.apply(
         session, decision, row, mail, runtime, now, spam=verdict, identity=identity
     )
+    if decision.mark is not None and ticket_id is not None:  # #spam / #ham by mail
+        mark_ticket(session, ticket_id, decision.mark == "spam", runtime, spam_filter,
+                    identity.address, now)
     row.status, row.ticket_id = "done", ticket_id
     if ticket_id is None:
         row.error = "delivery report for a mail we do not know; kept, no ticket"

@@ -93,6 +93,15 @@ SAMPLE_CONTEXT: dict[str, Any] = {
 }
 
 
+CANNED_KEYS = frozenset({"tid", "subject", "customer_name", "customer_email", "author"})
+_CANNED_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+
+
+def render_canned(source: str, context: Mapping[str, Any]) -> str:
+    """A canned answer (templates/canned/<language>/<name>.txt) with the ticket's values."""
+    return _CANNED_ENV.from_string(source).render(context).strip("\n")
+
+
 @dataclass(frozen=True)
 class RenderedMail:
     text: str
@@ -136,6 +145,15 @@ class Templates:
         html = self._env.get_template(f"{language}/{name}.html").render(context)
         return RenderedMail(text=text, html=html)
 
+    def canned(self) -> dict[str, dict[str, str]]:
+        """Canned answers for #canned: name -> language -> template source."""
+        found: dict[str, dict[str, str]] = {}
+        for relative, source in self._sources.items():
+            parts = relative.split("/")
+            if len(parts) == 3 and parts[0] == "canned" and parts[2].endswith(".txt"):
+                found.setdefault(parts[2].removesuffix(".txt"), {})[parts[1]] = source
+        return found
+
     def check(self) -> list[str]:
         """Every template exists, parses, uses only known variables, and renders."""
         problems: list[str] = []
@@ -143,6 +161,9 @@ class Templates:
             for language in LANGUAGES:
                 for ext in ("txt", "html"):
                     problems.extend(self._check_one(f"{language}/{name}.{ext}", allowed))
+        for name, languages in sorted(self.canned().items()):
+            for language in sorted(languages):
+                problems.extend(self._check_one(f"canned/{language}/{name}.txt", CANNED_KEYS))
         return problems
 
     def _check_one(self, relative: str, allowed: frozenset[str]) -> list[str]:

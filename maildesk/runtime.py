@@ -34,6 +34,7 @@ class Runtime:
             auto_reply_limit_per_hour=self.settings.auto_reply_limit_per_hour,
             new_tickets_per_sender_per_hour=self.settings.new_tickets_per_sender_per_hour,
             reopen_days=self.settings.reopen_days,
+            canned=self.templates.canned(),
         )
 
     @property

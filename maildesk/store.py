@@ -52,7 +52,7 @@ from maildesk.pipeline import (
 )
 from maildesk.replytoken import verify_bounce, verify_rating
 from maildesk.runtime import Runtime
-from maildesk.tid import clean_subject, find_tids, format_tid
+from maildesk.tid import clean_subject, find_tids, format_tid, parse_tid
 
 if TYPE_CHECKING:
     from maildesk.spam import SpamVerdict
@@ -101,6 +101,8 @@ def ticket_state(
         linked_to=ticket.linked_to,
         rating=ticket.rating,
         co=co,
+        merged_into=ticket.merged_into,
+        time_spent_minutes=ticket.time_spent_minutes,
     )
 
 
@@ -241,12 +243,15 @@ def _with_links(
         for _ in range(5):
             if current is None or current in seen:
                 break
-            ticket = session.get(Ticket, current)
-            if ticket is None:
+            found = session.get(Ticket, current)
+            ticket = _survivor(session, found)  # mail to a merged ticket goes to the survivor
+            if ticket is None or found is None or ticket.id in seen:
                 break
-            seen.add(current)
+            if ticket is not found:
+                label = f"{label}, merged into {format_tid(ticket.id or 0)}"
+            seen.update({current, ticket.id or 0})
             out.append((ticket_state(session, ticket), label))
-            label = f"{how} via linked {format_tid(current)}"
+            label = f"{how} via linked {format_tid(ticket.id or 0)}"
             current = ticket.linked_to
     return out
 
@@ -498,7 +503,52 @@ def update_ticket(session: Session, decision: Decision, now: datetime) -> Ticket
         ticket.closed_at = now
     _apply_changes(ticket, decision.changes, now)
     session.add(ticket)
+    _change_people(session, ticket, decision.changes, now)
     return ticket
+
+
+def _change_people(
+    session: Session, ticket: Ticket, changes: tuple[tuple[str, str], ...], now: datetime
+) -> None:
+    """#co, #cc add/remove, and #merge's move of the people to the surviving ticket."""
+    assert ticket.id is not None
+    for field, value in changes:
+        if field in ("co", "cc_add"):
+            row = session.exec(select(Participant).where(
+                Participant.ticket_id == ticket.id, Participant.address == value)).first()
+            role = "co" if field == "co" else "cc"
+            if row is None:
+                session.add(Participant(ticket_id=ticket.id, address=value, role=role))
+            elif row.role not in ("requester", role):
+                row.role = role
+                session.add(row)
+        elif field == "cc_remove":
+            for row in session.exec(select(Participant).where(
+                    Participant.ticket_id == ticket.id, Participant.address == value,
+                    Participant.role == "cc")).all():
+                session.delete(row)
+        elif field == "merged_into":
+            _merge_people(session, ticket, int(value), now)
+
+
+def _merge_people(session: Session, ticket: Ticket, into: int, now: datetime) -> None:
+    """The merged ticket's people may write to the survivor: its requester and cc become
+    cc there (the survivor keeps its own requester)."""
+    assert ticket.id is not None
+    there = {p.address for p in session.exec(
+        select(Participant).where(Participant.ticket_id == into)).all()}
+    moved = []
+    for person in session.exec(select(Participant).where(
+            Participant.ticket_id == ticket.id)).all():
+        if person.address not in there and person.role != "staff":
+            role = "co" if person.role == "co" else "cc"
+            session.add(Participant(ticket_id=into, address=person.address,
+                                    name=person.name, role=role))
+            moved.append(person.address)
+    detail = f"{format_tid(ticket.id)} merged into this ticket"
+    if moved:
+        detail += f"; now on it: {', '.join(moved)}"
+    session.add(Event(ticket_id=into, at=now, actor="maildesk", kind="merge", detail=detail))
 
 
 def queue_mails(
@@ -749,6 +799,35 @@ def _files_of(
     )
 
 
+def merge_targets(session: Session, numbers: Sequence[int]) -> tuple[TicketState, ...]:
+    """The tickets a #merge names."""
+    found = []
+    for number in list(dict.fromkeys(numbers))[:10]:
+        ticket = session.get(Ticket, number)
+        if ticket is not None:
+            found.append(ticket_state(session, ticket))
+    return tuple(found)
+
+
+def merge_numbers(text: str) -> list[int]:
+    """Ticket numbers on the #merge lines at the top of a staff mail."""
+    numbers = []
+    for line in text.splitlines()[:50]:
+        word, _, arg = line.strip().partition(" ")
+        number = parse_tid(arg.strip()) if word.lower() == "#merge" else None
+        if number is not None:
+            numbers.append(number)
+    return numbers
+
+
+def _survivor(session: Session, ticket: Ticket | None) -> Ticket | None:
+    for _ in range(5):
+        if ticket is None or ticket.merged_into is None:
+            return ticket
+        ticket = session.get(Ticket, ticket.merged_into)
+    return ticket
+
+
 def _forget_held(session: Session, message_id: int) -> None:
     for row in session.exec(
         select(KV).where(col(KV.key).startswith("held:"), KV.value == str(message_id))
@@ -769,6 +848,8 @@ def _apply_changes(ticket: Ticket, changes: tuple[tuple[str, str], ...], now: da
             ticket.rating_comment = value
         elif field == "merged_into":
             ticket.merged_into = int(value)
+        elif field in ("co", "cc_add", "cc_remove"):
+            continue  # people: _change_people
         elif field in ("assignee", "assigned_group", "priority", "category", "sla_level"):
             setattr(ticket, field, value)
         else:

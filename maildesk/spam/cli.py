@@ -372,6 +372,19 @@ def print_report(mode: str, result: EvalReport, thresholds: SpamThresholds) -> N
         out.print(f"training {result.train_seconds:.2f} s for {result.train_mails} mails")
 
 
+def load_spam_filter(model: Path | None = None) -> SpamFilter | None:
+    """The filter a staff decision teaches; None (and a line on stderr) when the model
+    file is unusable: the decision still counts, only the learning waits."""
+    from maildesk.spam import SpamFilter, SpamModelError
+
+    path, thresholds = _settings_paths(model)
+    try:
+        return SpamFilter.load(path, thresholds)
+    except SpamModelError as exc:
+        err.print(f"maildesk spam: model not updated: {exc}")
+        return None
+
+
 @spam_app.command()
 def mark(
     tid: Annotated[str, typer.Argument(help="The ticket: [MD-42], MD-42 or 42")],
@@ -391,7 +404,6 @@ def mark(
     from maildesk.db import make_engine, require_current_schema
     from maildesk.quarantine import mark_ticket
     from maildesk.runtime import load_runtime
-    from maildesk.spam.model import SpamFilter, SpamModelError
     from maildesk.tid import parse_tid
 
     with _user_errors():
@@ -401,16 +413,10 @@ def mark(
         if number is None:
             raise ValueError(f"{tid!r} is not a ticket ID (expected [MD-42], MD-42 or 42)")
         settings = load_settings()
-        path, thresholds = _settings_paths(model)
         runtime = load_runtime(settings)
         engine = make_engine(settings.effective_database_url)
         require_current_schema(engine)
-        spam_filter: SpamFilter | None
-        try:
-            spam_filter = SpamFilter.load(path, thresholds)
-        except SpamModelError as exc:  # the decision still counts; only the learning waits
-            err.print(f"maildesk spam: model not updated: {exc}")
-            spam_filter = None
+        spam_filter = load_spam_filter(model)
         with Session(engine) as session:
             result = mark_ticket(
                 session,

@@ -17,7 +17,7 @@ from maildesk.parse import parse_mail
 from maildesk.sources import iter_messages
 from maildesk.spam import SpamFilter, SpamThresholds
 from tests.conftest import base_env, maildesk_cli, wait_for
-from tests.mailkit import mails_to, send, sent_mails
+from tests.mailkit import mails_to, make_mail, send, sent_mails
 from tests.russian_mail import customer_mail
 
 HELD_OUT = 60
@@ -119,3 +119,55 @@ def test_spam_quarantined_unsure_held_ham_confirmed(  # type: ignore[no-untyped-
     assert bad.returncode == 1 and "no ticket MD-999" in bad.stderr
     bad = maildesk_cli(d.env, "spam", "mark", f"MD-{held}", "maybe", check=False)
     assert bad.returncode == 1 and "'spam' or 'ham'" in bad.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_staff_release_a_held_russian_customer_with_ham_by_mail(  # type: ignore[no-untyped-def]
+    start_daemon, trained_model: Path, tmp_path: Path
+) -> None:
+    """A strict ham threshold holds even a plain Russian request; the staff member replies
+    #ham to the [possible spam] notice: the customer gets the confirmation at once, and
+    the filter learned it. #spam on another ticket quarantines it, nothing to its sender."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(trained_model, data / "spam-model.npz")
+    d = start_daemon(MAILDESK_SPAM_HAM_BELOW="0.000001")
+    customer = "anna.petrova@yandex.ru"
+    send(d.port, customer_mail("Не приходит счёт за ноябрь",
+                               "Не приходит счёт за ноябрь, хотя он выставлен.", 0),
+         mail_from=customer)
+    wait_for(lambda: d.scalar("select status from ticket where id = 1") == "held")
+    notice = wait_for(lambda: [m for m in sent_mails(data)
+                               if str(m["Subject"]).startswith("[possible spam]")])[0]
+    staff = notice["To"].addresses[0].addr_spec
+    token = notice["Reply-To"].addresses[0].addr_spec
+    assert "#ham" in notice.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert mails_to(data, customer) == []
+    model_before = d.scalar("select spam_model from message where id = 1")
+
+    reply = make_mail(sender=staff, to=token, subject=f"Re: {notice['Subject']}",
+                      body="#ham\n", headers={"In-Reply-To": str(notice["Message-ID"])})
+    send(d.port, reply, rcpts=[token], mail_from=staff)
+    wait_for(lambda: mails_to(data, customer))
+    assert d.scalar("select status from ticket where id = 1") == "new"
+    confirmation = mails_to(data, customer)[0]
+    assert "MD-1" in str(confirmation["Subject"])
+    events = [r[0] for r in d.query("select detail from event where ticket_id = 1")]
+    assert "held -> new (released as ham)" in events
+    learned = SpamFilter.load(data / "spam-model.npz", SpamThresholds()).model_version
+    assert learned != model_before
+
+    # #spam on a held ticket: quarantined, the sender still hears nothing
+    send(d.port, customer_mail("Скидки", "Купите скидки со скидкой.", 2),
+         mail_from="s.popov@bk.ru")
+    wait_for(lambda: d.scalar("select status from ticket where id = 2") == "held")
+    notice2 = wait_for(lambda: [m for m in sent_mails(data)
+                                if str(m["Subject"]).startswith("[possible spam] [MD-2]")])[0]
+    token2 = notice2["Reply-To"].addresses[0].addr_spec
+    staff2 = notice2["To"].addresses[0].addr_spec
+    send(d.port, make_mail(sender=staff2, to=token2, subject="Re: spam", body="#spam\n",
+                           headers={"In-Reply-To": str(notice2["Message-ID"])}),
+         rcpts=[token2], mail_from=staff2)
+    wait_for(lambda: d.scalar("select status from ticket where id = 2") == "spam")
+    wait_for(lambda: d.scalar("select count(*) from outbox where status = 'queued'") == 0)
+    assert mails_to(data, "s.popov@bk.ru") == []
