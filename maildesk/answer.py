@@ -69,6 +69,7 @@ def decide_staff_mail(
         return _refused(ticket, author, errors)
     applied = apply_commands(parsed.commands, ticket, author)
     changes, status, events = applied.changes, applied.status, applied.events
+    ticket = with_people(ticket, changes)  # an answer goes to the cc list it sets
     updates = customer_updates(ticket, status, changes, policy.rules.customer_updates.enabled())
     command_names = {c.name for c in parsed.commands}
     if status == "resolved" and "time" not in command_names and not ticket.time_spent_minutes:
@@ -344,9 +345,24 @@ def _answer(
 
 
 def _colleagues(ticket: TicketState, author: str) -> tuple[str, ...]:
-    """The other staff on the ticket: the assignee and staff who wrote there."""
-    people = [a for a in (ticket.assignee, *sorted(ticket.staff)) if a and a != author]
+    """The other staff on the ticket: the assignee, co-assignees and staff who wrote."""
+    people = [a for a in (ticket.assignee, *sorted(ticket.co), *sorted(ticket.staff))
+              if a and a != author]
     return tuple(dict.fromkeys(people))
+
+
+def with_people(ticket: TicketState, changes: tuple[tuple[str, str], ...]) -> TicketState:
+    """The ticket as #co and #cc leave it."""
+    cc, co = set(ticket.cc), set(ticket.co)
+    for field, value in changes:
+        if field == "cc_add":
+            cc.add(value)
+        elif field == "cc_remove":
+            cc.discard(value)
+        elif field == "co":
+            co.add(value)
+    return replace(ticket, cc=frozenset(cc), co=frozenset(co),
+                   participants=ticket.participants | cc)
 
 
 def _first_line(text: str) -> str:

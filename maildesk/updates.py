@@ -36,7 +36,8 @@ def customer_updates(
         and status not in CLOSED_STATUSES
     ):
         intents.append(_update(ticket, "assigned", assignee))
-    if status is not None and status != ticket.status:
+    merged = "merged_into" in dict(changes)  # its people are cc on the survivor now
+    if status is not None and status != ticket.status and not merged:
         event: UpdateEvent | None = STATUS_EVENTS.get(status)
         if status == "open" and ticket.status in CLOSED_STATUSES:
             event = "reopened"

@@ -189,3 +189,73 @@ def test_operator_changes_a_ticket_from_the_shell(start_daemon, relay) -> None: 
     assert json.loads(maildesk_cli(d.env, "tickets", "--overdue", "--json").stdout) == []
     resolved = json.loads(maildesk_cli(d.env, "tickets", "--status", "resolved", "--json").stdout)
     assert [t["tid"] for t in resolved] == ["MD-2"] and resolved[0]["resolved_at"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_co_assignee_cc_canned_merge_and_time_by_mail(start_daemon, relay) -> None:  # type: ignore[no-untyped-def]
+    sink = relay()
+    sink.start()
+    d = start_daemon(MAILDESK_OUTBOUND=f"smtp://127.0.0.1:{sink.port}")
+    send(d.port, make_mail(subject="Printer", message_id="<ann-1@example.org>"))
+    wait_for(lambda: received(sink, "alice@example.com"))
+    send(d.port, make_mail(sender="carl@example.org", subject="Printer too",
+                           message_id="<carl-1@example.org>"))
+    wait_for(lambda: d.scalar("select count(*) from ticket") == 2)
+    assignee2 = wait_for(lambda: d.scalar("select assignee from ticket where id = 2"))
+    wait_for(lambda: any("MD-2" in str(m["Subject"]) for m in received(sink, assignee2)))
+    note1 = str(received(sink, "alice@example.com")[0]["Message-ID"])
+    note2 = str(next(m for m in received(sink, assignee2) if "MD-2" in str(m["Subject"]))
+                ["Message-ID"])
+    token1 = reply_address("support@localhost", 1, "alice@example.com", KEY)
+    token2 = reply_address("support@localhost", 2, assignee2, KEY)
+    done = 2
+
+    def staff(body: str, token: str = token1, note: str = note1,
+              who: str = "alice@example.com") -> None:
+        nonlocal done
+        send(d.port, staff_mail(who, token, body, note), rcpts=[token], mail_from=who)
+        done += 1
+        wait_for(lambda: d.scalar("select count(*) from inbound where status = 'done'") == done)
+        wait_for(lambda: d.scalar("select count(*) from outbox where status = 'queued'") == 0)
+
+    staff("#co bob\n#cc add Dora <dora@example.org>\n#canned restart\n\nAlice")
+    people = dict(d.query("select address, role from participant where ticket_id = 1"))
+    assert people["bob@example.com"] == "co" and people["dora@example.org"] == "cc"
+    answer = received(sink, "ann@example.org")[-1]
+    text = plain(answer)
+    assert "switch the device off" in text and text.rstrip().endswith("Alice")
+    assert "dora@example.org" in str(answer["Cc"])
+    assert any("switch the device off" in plain(m) for m in received(sink, "bob@example.com"))
+
+    staff('#cc add "x,y"@evil.test')  # an address a relay would read differently
+    refusal = received(sink, "alice@example.com")[-1]
+    assert str(refusal["Subject"]).startswith("[not applied]")
+    assert "not a usable address" in plain(refusal)
+    staff("#cc remove dora@example.org\n#cc remove ann@example.org")
+    assert "the requester cannot be removed" in plain(received(sink, "alice@example.com")[-1])
+    staff("#cc remove dora@example.org")
+    assert d.scalar("select count(*) from participant where address = 'dora@example.org'") == 0
+
+    staff("#merge MD-9", token2, note2, assignee2)
+    assert "no ticket MD-9" in plain(received(sink, assignee2)[-1])
+    staff("#merge MD-1", token2, note2, assignee2)
+    assert tuple(d.query("select status, merged_into from ticket where id = 2")[0]) == (
+        "closed", 1)
+    assert d.scalar("select role from participant where ticket_id = 1"
+                    " and address = 'carl@example.org'") == "cc"
+    assert not any("closed" in plain(m) for m in received(sink, "carl@example.org")[1:])
+    # carl answers on his old ticket: the mail lands on the survivor
+    send(d.port, make_mail(sender="carl@example.org", subject="Re: [MD-2] Printer too",
+                           body="It is the same printer.", message_id="<carl-2@example.org>"))
+    done += 1
+    wait_for(lambda: d.scalar("select count(*) from inbound where status = 'done'") == done)
+    assert d.scalar("select ticket_id from message where message_id = 'carl-2@example.org'") == 1
+    assert d.scalar("select count(*) from ticket") == 2
+
+    staff("#resolve")  # no #time yet: alice is asked for it
+    ask = received(sink, "alice@example.com")[-1]
+    assert str(ask["Subject"]).startswith("[time spent?]") and "#time 30m" in plain(ask)
+    ask_token = ask["Reply-To"].addresses[0].addr_spec
+    staff("#time 45m", ask_token, str(ask["Message-ID"]))
+    assert d.scalar("select time_spent_minutes from ticket where id = 1") == 45
+    assert d.scalar("select status from ticket where id = 1") == "resolved"
