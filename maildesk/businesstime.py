@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 import holidays as holidays_lib
@@ -137,23 +137,25 @@ class Calendar:
     def add(self, start: datetime, minutes: int) -> datetime:
         """The due time: the earliest instant with `minutes` of working time after `start`.
 
-        Zero returns `start`. The result is in the calendar's zone. Ending exactly at the
-        close of a working range gives that close (19:00), not the next opening.
+        Zero returns `start`. Ending exactly at the close of a working range gives that
+        close (19:00), not the next opening. The result is in UTC: a datetime in a zone's
+        repeated hour never compares equal to one in another zone (PEP 495), so local
+        times are for display only.
         """
         if minutes < 0:
             raise ValueError("minutes must not be negative")
         at = _micros(start)
         if minutes == 0:
-            return start.astimezone(self.zone)
+            return start.astimezone(UTC)
         if self.round_the_clock:
-            return _datetime(at + minutes * US_PER_MINUTE, self.zone)
+            return _datetime(at + minutes * US_PER_MINUTE, UTC)
         remaining = minutes * US_PER_MINUTE
         for begin, end in self._chronological(self._local_date(at) - timedelta(days=1), start):
             if end <= at:
                 continue
             begin = max(begin, at)
             if end - begin >= remaining:
-                return _datetime(begin + remaining, self.zone)
+                return _datetime(begin + remaining, UTC)
             remaining -= end - begin
         raise AssertionError("unreachable: the walk is endless")
 
@@ -290,5 +292,5 @@ def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def _datetime(micros: int, zone: ZoneInfo) -> datetime:
+def _datetime(micros: int, zone: tzinfo) -> datetime:
     return (_EPOCH + timedelta(microseconds=micros)).astimezone(zone)
