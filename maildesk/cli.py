@@ -25,6 +25,7 @@ from maildesk.imap.cli import imap_app
 from maildesk.lifecycle import SignalLatch
 from maildesk.quotes_cli import quote_app
 from maildesk.settings import Settings, load_settings
+from maildesk.sla_cli import sla_app
 from maildesk.spam.cli import spam_app
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ app.add_typer(imap_app, name="imap", help="IMAP mailboxes: check the connection.
 app.add_typer(thread_app, name="thread", help="Threading: which ticket a mail joins, and why.")
 app.add_typer(attachment_app, name="attachment", help="Attachments: get one by name.")
 app.add_typer(quote_app, name="quote", help="Quote stripping: what a staff reply relays.")
+app.add_typer(sla_app, name="sla", help="SLA: levels, calendars and due times.")
 console = Console()
 err = Console(stderr=True)
 

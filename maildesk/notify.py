@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from maildesk.compose import OutgoingMail, compose
 from maildesk.parse import InboundMail
 from maildesk.pipeline import MailIntent, TicketState
+from maildesk.promise import promise_text
 from maildesk.quotes import strip_reply
 from maildesk.render import RenderedMail, Templates
 from maildesk.replytoken import rating_address, reply_address
@@ -31,8 +33,11 @@ class Sender:
     hmac_key: bytes
 
 
-def format_due(due: datetime | None) -> str:
-    return due.strftime("%Y-%m-%d %H:%M %Z").strip() if due else "-"
+def format_due(due: datetime | None, zone: ZoneInfo | None = None) -> str:
+    """For staff: '2026-12-09 15:30 MSK', in the level's calendar zone when given."""
+    if due is None:
+        return "-"
+    return (due.astimezone(zone) if zone else due).strftime("%Y-%m-%d %H:%M %Z").strip()
 
 
 def build_mails(
@@ -56,6 +61,8 @@ def build_mails(
     client). Customer attachments go with notifications up to `attach_limit` bytes.
     `history`: the ticket's public correspondence, for a resolution mail."""
     level = sla.levels.get(ticket.sla_level)
+    calendar = sla.calendar(ticket.sla_level) if level else None
+    spec = sla.calendar_spec(ticket.sla_level) if level else None
     attach = sum(len(a.payload) for a in mail.attachments) <= attach_limit
     tid = format_tid(ticket.id)
     listed = [
@@ -68,7 +75,7 @@ def build_mails(
         "subject": ticket.subject,
         "customer_name": ticket.requester_name,
         "customer_email": ticket.requester,
-        "due": format_due(ticket.first_response_due),
+        "due": format_due(ticket.first_response_due, calendar.zone if calendar else None),
         "support_address": sender.address,
         "assignee": ticket.assignee,
         "group": ticket.group,
@@ -87,6 +94,11 @@ def build_mails(
     def render(template: str, language: str, intent: MailIntent) -> RenderedMail:
         sla_name = level.display(ticket.sla_level, language) if level else ticket.sla_level
         extra: dict[str, Any] = {"sla_name": sla_name, "event": intent.event}
+        if template == "confirmation":  # the promise, in the customer's words and zone
+            due = ticket.first_response_due
+            extra["due"] = promise_text(
+                due, calendar.zone, spec.title if spec else {}, language, now
+            ) if due is not None and calendar is not None else ""
         if intent.continues is not None:
             extra["linked_tid"] = format_tid(intent.continues)
         if intent.author:

@@ -73,7 +73,7 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "customer_name": "Ann Customer",
     "customer_email": "ann@example.org",
     "sla_name": "Standard",
-    "due": "2026-01-01 12:00 UTC",
+    "due": "Monday, 7 December, 14:30 (Moscow time)",
     "support_address": "support@localhost",
     "assignee": "alice@example.com",
     "group": "l1",

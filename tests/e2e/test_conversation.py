@@ -4,6 +4,7 @@ SQLite and the PostgreSQL on 127.0.0.1:5432."""
 from __future__ import annotations
 
 import json
+import re
 import smtplib
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def test_new_mail_reply_threading_and_reopen(start_daemon) -> None:  # type: ign
     html = confirmation.get_body(("html",)).get_content()
     assert "MD-1" in text and "Standard" in text  # TID, SLA level name
     assert "Expect our first answer by" in html
+    # the promise in business time, named as the customer reads it (sla.yaml: Moscow)
+    assert re.search(r"first answer by \w+day, \d+ \w+( \d{4})?, \d\d:\d\d \(Moscow time\)\.",
+                     text), text
     # staff notification to the assignee, with a reply token
     staff = wait_for(lambda: [m for m in sent_mails(data) if "example.com" in str(m["To"])])
     assert "support+t1." in str(staff[0]["Reply-To"])

@@ -24,7 +24,8 @@ def test_unknown_default_level_is_reported_at_its_own_line(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as caught:
         load_sla(path)
     assert caught.value.problems == [
-        f"{path}:{line}: default_level: unknown SLA level 'gold'; defined: standard, partner"
+        f"{path}:{line}: default_level: unknown SLA level 'gold'; "
+        "defined: standard, partner, special"
     ]
 
 

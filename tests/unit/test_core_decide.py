@@ -97,7 +97,8 @@ def test_new_ticket_gets_confirmation_and_staff_notification() -> None:
     d = run(mail())
     assert d.action == "new_ticket" and d.new_ticket is not None
     assert d.new_ticket.status == "new" and d.new_ticket.sla_level == "standard"
-    assert d.new_ticket.first_response_due == NOW + timedelta(hours=24)
+    # 24 working hours in Moscow from Monday 13:00: 6 + 9 + 9, so Wednesday 19:00 MSK.
+    assert d.new_ticket.first_response_due == datetime(2026, 11, 25, 16, 0, tzinfo=UTC)
     assert [(i.template, i.recipients) for i in d.mails] == [
         ("confirmation", ("ann@customer.org",)),
         ("notification", (d.new_ticket.assignee,)),
@@ -114,6 +115,7 @@ def test_rules_sla_and_language() -> None:
     )
     assert d.new_ticket is not None
     assert d.new_ticket.priority == "high" and d.new_ticket.sla_level == "partner"
+    assert d.new_ticket.first_response_due == NOW + timedelta(hours=4)  # Monday 17:00 MSK
     assert d.new_ticket.language == "ru"
     assert "VIP partners" in d.new_ticket.rules_fired
     billing = run(mail(subject="Invoice 42 is wrong"))
