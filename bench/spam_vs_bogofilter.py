@@ -136,6 +136,17 @@ def parse_and_score_ms(spam_filter: SpamFilter, raws: Sequence[bytes]) -> tuple[
     return p50 * 1000, p99 * 1000
 
 
+def start_bogofilter(db: str) -> subprocess.Popen[str]:
+    """One persistent ``bogofilter -t -b``: a file name in, one line ("S 0.999000") out."""
+    return subprocess.Popen(
+        ["stdbuf", "-oL", BOGOFILTER, "-d", db, "-t", "-b"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+
+
 def run_bogofilter(
     train: Sequence[tuple[Sample, Path]], test: Sequence[tuple[Sample, Path]]
 ) -> Run:
@@ -145,13 +156,7 @@ def run_bogofilter(
             names = "\n".join(str(p) for s, p in train if s.is_spam == is_spam) + "\n"
             subprocess.run([BOGOFILTER, "-d", db, flag, "-b"], input=names.encode(), check=True)
         seconds = time.perf_counter() - start
-        process = subprocess.Popen(
-            ["stdbuf", "-oL", BOGOFILTER, "-d", db, "-t", "-b"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
+        process = start_bogofilter(db)
         assert process.stdin is not None and process.stdout is not None
         scored: list[Scored] = []
         latencies: list[float] = []

@@ -28,7 +28,7 @@ from maildesk.settings import load_settings
 from maildesk.sources import iter_messages
 
 if TYPE_CHECKING:  # scikit-learn loads only when a spam command runs, not for every CLI call
-    from maildesk.spam.evaluate import EvalReport, OnlineReport, Sample
+    from maildesk.spam.evaluate import EvalReport, Learning, OnlineReport, Sample
     from maildesk.spam.model import SpamFilter, SpamThresholds
 
 spam_app = typer.Typer(
@@ -214,10 +214,20 @@ def eval_command(
         bool,
         typer.Option(
             "--online",
-            help="A fresh model meets the mails in Date order and learns only what staff "
-            "would correct (unsure or wrong); rates every 500 mails.",
+            help="A fresh model meets the mails in Date order; each is scored, then learned "
+            "as --learn says; rates every 500 mails.",
         ),
     ] = False,
+    learn: Annotated[
+        str,
+        typer.Option(
+            "--learn",
+            metavar="POLICY",
+            help="With --online: 'sure' also learns each verdict in a sure band at once "
+            "(corrected verdicts are forgotten, then the staff decision learned); "
+            "'corrections' (what the daemon does today) learns staff decisions only.",
+        ),
+    ] = "corrections",
     model: ModelOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -233,6 +243,8 @@ def eval_command(
             raise ValueError("give both --ham PATH and --spam PATH")
         if sum((folds is not None, time_split is not None, online)) > 1:
             raise ValueError("--folds, --time-split and --online are alternatives: pick one")
+        if learn not in ("sure", "corrections"):
+            raise ValueError(f"--learn must be 'sure' or 'corrections', not {learn!r}")
         if folds is not None and folds < 2:
             raise ValueError("--folds must be at least 2")
         if time_split is not None and not 0.0 < time_split < 1.0:
@@ -247,7 +259,7 @@ def eval_command(
         if not any(s.is_spam for s in samples) or all(s.is_spam for s in samples):
             raise ValueError("need both ham and spam mail to evaluate")
         if online:
-            _print_online(_online(samples, thresholds), thresholds, as_json)
+            _print_online(_online(samples, thresholds, learn), thresholds, as_json)
             return
         if live is not None:
             scored, latencies = score_all(live, samples)
@@ -274,16 +286,23 @@ def eval_command(
         print_report(mode, result, thresholds)
 
 
-def _online(samples: Sequence[Sample], thresholds: SpamThresholds) -> OnlineReport:
+def _online(samples: Sequence[Sample], thresholds: SpamThresholds, learn: str) -> OnlineReport:
     from maildesk.spam.evaluate import evaluate_online
 
+    learning: Learning = "sure" if learn == "sure" else "corrections"
     with _progress() as progress:
-        task = progress.add_task("online: score, then learn staff corrections", total=len(samples))
-        return evaluate_online(samples, thresholds, on_mail=lambda: progress.advance(task))
+        task = progress.add_task(f"online: score, then learn ({learn})", total=len(samples))
+        return evaluate_online(
+            samples, thresholds, on_mail=lambda: progress.advance(task), learning=learning
+        )
 
 
 def _print_online(report: OnlineReport, thresholds: SpamThresholds, as_json: bool) -> None:
-    mode = "online: a fresh model, mails in Date order, learning only staff corrections"
+    learned = {
+        "corrections": "learning only staff corrections",
+        "sure": "learning sure verdicts at once and staff corrections",
+    }[report.learning]
+    mode = f"online: a fresh model, mails in Date order, {learned}"
     if as_json:
         print(
             json.dumps(
@@ -302,7 +321,8 @@ def _print_online(report: OnlineReport, thresholds: SpamThresholds, as_json: boo
         "ham held",
         "spam let through",
         "spam unsure",
-        "learned",
+        "staff decisions",
+        "self-learned",
         title="cumulative",
     )
     rows = [(f"{r.mails}", r) for r in report.checkpoints]
@@ -319,6 +339,7 @@ def _print_online(report: OnlineReport, thresholds: SpamThresholds, as_json: boo
             f"{rates.spam_through:.2%}",
             f"{rates.spam_unsure:.2%}",
             str(rates.learned),
+            str(rates.self_learned),
         )
     out.print(table)
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -221,6 +221,10 @@ def _quantile_ms(values: Sequence[float], q: float) -> float | None:
     return float(np.quantile(np.asarray(values), q)) * 1000.0
 
 
+Learning = Literal["corrections", "sure"]
+LEARNING: tuple[Learning, ...] = ("corrections", "sure")
+
+
 @dataclass(frozen=True)
 class OnlineRates:
     """Where ham and spam landed over a stretch of the stream, as staff see it."""
@@ -233,17 +237,20 @@ class OnlineRates:
     spam_through: float  # spam in the ham band
     spam_unsure: float  # spam in the unsure band: a "[possible spam]" mail to staff
     learned: int  # staff decisions learned in this stretch (unsure or wrong)
+    self_learned: int = 0  # sure verdicts learned without anyone acting ("sure" learning)
 
 
 @dataclass
 class _Tally:
     bands: dict[tuple[bool, str], int] = field(default_factory=dict)
     learned: int = 0
+    self_learned: int = 0
 
-    def add(self, is_spam: bool, band: str, learned: bool) -> None:
+    def add(self, is_spam: bool, band: str, learned: bool, self_learned: bool) -> None:
         key = (is_spam, band)
         self.bands[key] = self.bands.get(key, 0) + 1
         self.learned += learned
+        self.self_learned += self_learned
 
     def rates(self) -> OnlineRates:
         def count(is_spam: bool, band: str | None = None) -> int:
@@ -259,6 +266,7 @@ class _Tally:
             spam_through=_ratio(count(True, "ham"), spam),
             spam_unsure=_ratio(count(True, "unsure"), spam),
             learned=self.learned,
+            self_learned=self.self_learned,
         )
 
 
@@ -267,6 +275,7 @@ class OnlineReport:
     checkpoints: list[OnlineRates]  # cumulative, every ``every`` mails and at the end
     after_warmup: OnlineRates | None  # the mails after the first ``warmup`` only
     warmup: int
+    learning: Learning = "corrections"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -278,14 +287,28 @@ def evaluate_online(
     every: int = 500,
     warmup: int = 1000,
     on_mail: Callable[[], None] | None = None,
+    learning: Learning = "corrections",
 ) -> OnlineReport:
     """A fresh filter meets the mails in Date order, as a new install would.
 
-    Each mail is scored, then its true label is learned only where staff would
-    have acted: the mail was unsure, or in the wrong band (spam let through is
-    marked spam, ham quarantined is released). A cold filter (not both classes
-    yet) treats every mail as ham and learns every one, as ``train_on_error`` does.
+    Each mail is scored first; only then is anything learned about it, so no
+    mail is ever scored by a model that knows it. What is learned depends on
+    ``learning``:
+
+    * ``"corrections"``: its true label, only where staff would have acted: the
+      mail was unsure, or in the wrong band (spam let through is marked spam,
+      ham quarantined is released).
+    * ``"sure"``: as above, and a mail in a sure band (ham or spam) is learned
+      with the filter's own verdict at once, as a daemon learning from its
+      traffic would. When staff correct such a mail, the verdict is forgotten
+      and the true label learned (``forget_tokens``): a mistake is not left to
+      reinforce itself, the known failure of training on everything.
+
+    A cold filter (not both classes yet) treats every mail as ham and learns
+    every one, as ``train_on_error`` does.
     """
+    if learning not in LEARNING:
+        raise ValueError(f"learning must be one of {', '.join(LEARNING)}, not {learning!r}")
     spam_filter = SpamFilter(path=Path("unsaved-spam-model.npz"), thresholds=thresholds)
     total, after = _Tally(), _Tally()
     checkpoints: list[OnlineRates] = []
@@ -294,13 +317,18 @@ def evaluate_online(
         verdict = spam_filter.score_tokens(sample.tokens)
         expected = "spam" if sample.is_spam else "ham"
         act = not verdict.scored or verdict.band != expected
+        guess = learning == "sure" and verdict.scored and verdict.band != "unsure"
+        if guess:
+            spam_filter.learn_tokens([sample.tokens], [verdict.band == "spam"], save=False)
+        if guess and act:  # staff correct a sure verdict: move the mail to its class
+            spam_filter.forget_tokens([sample.tokens], [verdict.band == "spam"], save=False)
         if act:
             spam_filter.learn_tokens([sample.tokens], [sample.is_spam], save=False)
-        total.add(sample.is_spam, verdict.band, act)
+        total.add(sample.is_spam, verdict.band, act, guess and not act)
         if position > warmup:
-            after.add(sample.is_spam, verdict.band, act)
+            after.add(sample.is_spam, verdict.band, act, guess and not act)
         if position % every == 0 or position == len(ordered):
             checkpoints.append(total.rates())
         if on_mail:
             on_mail()
-    return OnlineReport(checkpoints, after.rates() if after.bands else None, warmup)
+    return OnlineReport(checkpoints, after.rates() if after.bands else None, warmup, learning)

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
-from maildesk.spam.model import SpamFilter, SpamModelError, SpamThresholds
+from maildesk.parse import InboundMail
+from maildesk.spam.model import SpamFilter, SpamModelError, SpamThresholds, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -16,22 +18,28 @@ class LiveSpamFilter:
         self.path = path
         self.thresholds = thresholds
         self._stamp: tuple[int, int, int] | None = None
-        self._filter = SpamFilter(path=path, thresholds=thresholds)
+        # A cold filter that still reads a model file another process writes meanwhile.
+        self._filter = SpamFilter(path=path, thresholds=thresholds, _from_file=True)
+        self._learning = threading.Lock()
         self.reload_if_changed()
 
     def current(self) -> SpamFilter:
         return self._filter
 
-    def _mtime(self) -> tuple[int, int, int] | None:
-        """Changes with every atomic replace (a new inode), even within one mtime tick."""
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_mtime_ns, stat.st_ino, stat.st_size
+    def learn(self, mail: InboundMail, is_spam: bool) -> None:
+        """A staff decision (`#spam`/`#ham` by mail): learned at once, the model file
+        replaced atomically.
+
+        Safe beside other writers (`maildesk spam mark`, another instance): under a
+        lock on the model file, counts that another process saved meanwhile are read
+        first, so no decision is lost. Raises SpamModelError if the file is unusable.
+        """
+        with self._learning:
+            self._filter.learn([mail], [is_spam])
+            self._stamp = file_stamp(self.path)
 
     def reload_if_changed(self) -> None:
-        stamp = self._mtime()
+        stamp = file_stamp(self.path)
         if stamp == self._stamp:
             return
         self._stamp = stamp

@@ -33,12 +33,14 @@ Mail carrying the GTUBE test string is spam outright, as in SpamAssassin.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import math
 import os
 import threading
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -177,6 +179,8 @@ class SpamFilter:
     _vectorizer_made: HashingVectorizer | None = field(default=None, repr=False)
     _index_cache: dict[str, int] = field(default_factory=dict, repr=False)
     _kind_cache: dict[str, str] = field(default_factory=dict, repr=False)
+    _from_file: bool = field(default=False, repr=False)  # made by load(): merges before saving
+    _stamp: Stamp | None = field(default=None, repr=False)  # of the file the counts came from
 
     def _vectorizer(self) -> HashingVectorizer:
         if self._vectorizer_made is None:
@@ -186,8 +190,9 @@ class SpamFilter:
     @classmethod
     def load(cls, path: Path, thresholds: SpamThresholds) -> SpamFilter:
         """The model saved at ``path``; a missing file is a cold start (every mail ham)."""
-        spam_filter = cls(path=path, thresholds=thresholds)
+        spam_filter = cls(path=path, thresholds=thresholds, _from_file=True)
         if path.exists():
+            spam_filter._stamp = file_stamp(path)
             spam_filter._counts, spam_filter._classes, spam_filter._updates = _read(path)
             spam_filter._snapshot = spam_filter._make_snapshot()
         return spam_filter
@@ -303,8 +308,30 @@ class SpamFilter:
         """Learn mails (True = spam) at once; save atomically unless told not to."""
         self.learn_tokens([tokenize(m) for m in mails], labels, save=save)
 
+    def forget(
+        self, mails: Sequence[InboundMail], labels: Sequence[bool], *, save: bool = True
+    ) -> None:
+        """Take back mails learned with ``labels``; see ``forget_tokens``."""
+        self.forget_tokens([tokenize(m) for m in mails], labels, save=save)
+
     def learn_tokens(
         self, documents: Sequence[list[str]], labels: Sequence[bool], *, save: bool = True
+    ) -> None:
+        """Add token lists to their classes (True = spam); with ``save``, to the file too."""
+        self._add(documents, labels, 1.0, save)
+
+    def forget_tokens(
+        self, documents: Sequence[list[str]], labels: Sequence[bool], *, save: bool = True
+    ) -> None:
+        """Take back mails learned with ``labels`` (a verdict learned, then corrected by staff).
+
+        Counts never go below zero, so forgetting a mail that was never learned
+        only loses what other mails taught about its tokens, never breaks the model.
+        """
+        self._add(documents, labels, -1.0, save)
+
+    def _add(
+        self, documents: Sequence[list[str]], labels: Sequence[bool], sign: float, save: bool
     ) -> None:
         if len(documents) != len(labels):
             raise ValueError(f"{len(documents)} mails but {len(labels)} labels")
@@ -312,7 +339,9 @@ class SpamFilter:
             return
         matrix = self._vectorizer().transform(list(documents))
         target = np.fromiter((1 if label else 0 for label in labels), dtype=np.int64)
-        with self._lock:
+        with self._lock, _file_lock(self.path, save):
+            if save:
+                self._merge_file()
             if self._counts is None or self._classes is None:
                 self._counts = np.zeros((2, N_FEATURES), dtype=np.float64)
                 self._classes = np.zeros(2, dtype=np.float64)
@@ -320,12 +349,25 @@ class SpamFilter:
                 rows = matrix[target == label]
                 # In place: a snapshot shares these arrays, and a score taken meanwhile may
                 # see some of this mail's tokens counted and not others (never an error).
-                np.add.at(self._counts[label], rows.indices, rows.data)
-                self._classes[label] += rows.shape[0]
+                np.add.at(self._counts[label], rows.indices, sign * rows.data)
+                self._classes[label] += sign * rows.shape[0]
+            if sign < 0:
+                np.maximum(self._counts, 0.0, out=self._counts)
+                np.maximum(self._classes, 0.0, out=self._classes)
             self._updates += 1
             self._snapshot = self._make_snapshot()
             if save:
                 _write(self.path, self._counts, self._classes, self._updates)
+                self._stamp, self._from_file = file_stamp(self.path), True
+
+    def _merge_file(self) -> None:
+        """Before writing: take the file's counts if another process replaced it since
+        this filter read it (`spam mark` while the daemon runs), so neither loses a lesson."""
+        stamp = file_stamp(self.path)
+        if not self._from_file or stamp is None or stamp == self._stamp:
+            return  # a fresh filter (`train --reset`) replaces the file
+        self._counts, self._classes, self._updates = _read(self.path)
+        self._stamp = stamp
 
     def train_on_error(self, mail: InboundMail, is_spam: bool) -> bool:
         """Learn ``mail`` only if the current verdict is wrong or unsure; True if it learned.
@@ -342,8 +384,9 @@ class SpamFilter:
     def save(self) -> None:
         if self._counts is None or self._classes is None:
             raise SpamModelError("nothing learned yet: there is no model to save")
-        with self._lock:
+        with self._lock, _file_lock(self.path, True):
             _write(self.path, self._counts, self._classes, self._updates)
+            self._stamp, self._from_file = file_stamp(self.path), True
 
     def _make_snapshot(self) -> _Snapshot | None:
         counts, classes = self._counts, self._classes
@@ -374,6 +417,35 @@ def _kind_of(token: str) -> str:
     if token.startswith(SCRIPT_PREFIX):
         return _MARKER
     return script_of(token) or ""
+
+
+Stamp = tuple[int, int, int]
+
+
+def file_stamp(path: Path) -> Stamp | None:
+    """Changes with every atomic replace (a new inode), even within one mtime tick."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino, stat.st_size
+
+
+@contextmanager
+def _file_lock(path: Path, wanted: bool) -> Iterator[None]:
+    """One writer of the model file at a time, across processes: read, learn and replace
+    happen as one step. The lock is a `flock` on the model's directory (the file itself
+    is replaced by each save, and a lock file would be one more file to leave behind)."""
+    if not wanted:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(directory)  # releases the lock
 
 
 def _write(path: Path, counts: FloatArray, classes: FloatArray, updates: int) -> None:

@@ -178,6 +178,15 @@ def test_eval_online_reports_cumulative_rates(mail_dirs: tuple[Path, Path], tmp_
     assert not (tmp_path / "data" / "spam-model.npz").exists()
     code, output = invoke("eval", "--ham", str(ham), "--spam", str(spam), "--online")
     assert code == 0 and "cumulative" in output and "learning only staff corrections" in output
+    code, output = invoke(
+        "eval", "--ham", str(ham), "--spam", str(spam), "--online", "--learn", "sure", "--json"
+    )
+    assert code == 0, output
+    assert json.loads(output)["learning"] == "sure"
+    code, output = invoke(
+        "eval", "--ham", str(ham), "--spam", str(spam), "--online", "--learn", "x"
+    )
+    assert code == 1 and "--learn must be" in output and "Traceback" not in output
 
 
 def test_model_from_an_older_maildesk_asks_for_a_retrain(

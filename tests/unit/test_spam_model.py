@@ -334,3 +334,41 @@ def test_old_model_message_says_how_to_retrain(trained: SpamFilter, tmp_path: Pa
     np.savez(path, **arrays)
     with pytest.raises(SpamModelError, match=r"tokenizer v1.*spam train --reset"):
         SpamFilter.load(path, SpamThresholds())
+
+
+def test_forgetting_a_corrected_verdict_restores_the_counts(trained: SpamFilter) -> None:
+    """A verdict learned at once, then corrected by staff: forgotten, then the staff label."""
+    before = trained.score(mail(HAMMY, subject="Re: status"))
+    wrong = mail(HAMMY, subject="Re: status")
+    trained.learn([wrong], [True], save=False)
+    assert trained.class_counts() == (20, 21)
+    trained.forget([wrong], [True], save=False)
+    assert trained.class_counts() == (20, 20)
+    assert trained.score(mail(HAMMY, subject="Re: status")).probability == before.probability
+
+
+def test_forgetting_never_goes_below_zero(tmp_path: Path) -> None:
+    spam_filter = SpamFilter(path=tmp_path / "model.npz")
+    spam_filter.learn([mail(HAMMY)], [False], save=False)
+    spam_filter.forget([mail(SPAMMY)], [True], save=False)
+    assert spam_filter.class_counts() == (1, 0)
+
+
+def test_two_writers_of_one_model_file_lose_no_decision(trained: SpamFilter) -> None:
+    """The daemon's filter and `spam mark` in another process both learn: the later save
+    reads what the other one wrote first instead of replacing it."""
+    path = trained.path
+    daemon = LiveSpamFilter(path, SpamThresholds())
+    cli = SpamFilter.load(path, SpamThresholds())
+    cli.learn([mail(SPAMMY, subject="FREE!!!")], [True])  # `spam mark` replaces the file
+    daemon.learn(mail(HAMMY, subject="Re: status"), False)  # `#ham` by mail, in the daemon
+    assert SpamFilter.load(path, SpamThresholds()).class_counts() == (21, 21)
+    assert daemon.current().class_counts() == (21, 21)
+    daemon.reload_if_changed()  # its own save is no change to reload
+    assert daemon.current().class_counts() == (21, 21)
+
+
+def test_train_reset_still_replaces_the_file(trained: SpamFilter) -> None:
+    fresh = SpamFilter(path=trained.path)
+    fresh.learn([mail(HAMMY), mail(SPAMMY)], [False, True])
+    assert SpamFilter.load(trained.path, SpamThresholds()).class_counts() == (1, 1)
