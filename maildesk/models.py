@@ -99,6 +99,16 @@ class Ticket(SQLModel, table=True):
     rated_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     resolved_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     closed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # SLA clocks (maildesk.slaclock): due and warning times of each target that runs,
+    # when the clocks were paused (answered, pending), and when the scan must look next.
+    first_response_warn: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    next_response_due: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    next_response_warn: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    resolution_due: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    resolution_warn: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    sla_paused_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    sla_next_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True, index=True))
+    last_customer_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class Message(SQLModel, table=True):
@@ -203,3 +213,20 @@ class KV(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=300)
     value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class SlaStep(SQLModel, table=True):
+    """A warning, breach or escalation mail about one deadline of one ticket: sent once
+    (the unique constraint is the claim, across restarts and daemons)."""
+
+    __tablename__ = "sla_step"
+    __table_args__ = (UniqueConstraint("ticket_id", "step", name="uq_sla_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    step: str = Field(max_length=200)  # target:due:kind, e.g. first_response:20261207T1130Z:warn
+    target: str = Field(max_length=20)  # first_response, next_response, resolution
+    kind: str = Field(max_length=20)  # warn, breach, escalation1, ...
+    due: datetime = Field(sa_column=_ts())
+    fired_at: datetime = Field(sa_column=_ts(index=True))
+    recipients: str = Field(default="", sa_column=Column(Text, nullable=False))

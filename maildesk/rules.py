@@ -40,6 +40,7 @@ class StaffMember(_Strict):
 
 class Group(_Strict):
     strategy: Literal["round_robin", "least_open"] = "round_robin"
+    lead: str | None = None  # staff email: SLA escalations with `notify: group_lead`
 
 
 class When(_Strict):
@@ -127,6 +128,9 @@ class RulesConfig(_Strict):
             for group in member.groups:
                 if group not in self.groups:
                     problems.append((("staff", i, "groups"), f"unknown group {group!r}"))
+        for name, group in self.groups.items():
+            if group.lead is not None and group.lead.lower() not in emails:
+                problems.append((("groups", name, "lead"), f"{group.lead!r} is not in staff"))
         targets: list[tuple[tuple[str | int, ...], str | None, str | None]] = [
             (("rules", i, "then"), r.then.assign_group, r.then.assign)
             for i, r in enumerate(self.rules)
