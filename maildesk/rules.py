@@ -128,9 +128,9 @@ class RulesConfig(_Strict):
             for group in member.groups:
                 if group not in self.groups:
                     problems.append((("staff", i, "groups"), f"unknown group {group!r}"))
-        for name, group in self.groups.items():
-            if group.lead is not None and group.lead.lower() not in emails:
-                problems.append((("groups", name, "lead"), f"{group.lead!r} is not in staff"))
+        for name, spec in self.groups.items():
+            if spec.lead is not None and spec.lead.lower() not in emails:
+                problems.append((("groups", name, "lead"), f"{spec.lead!r} is not in staff"))
         targets: list[tuple[tuple[str | int, ...], str | None, str | None]] = [
             (("rules", i, "then"), r.then.assign_group, r.then.assign)
             for i, r in enumerate(self.rules)
