@@ -36,6 +36,7 @@ from maildesk.processor import Processor
 from maildesk.replytoken import bounce_address
 from maildesk.sdnotify import Notifier
 from maildesk.settings import Settings, split_host_port
+from maildesk.slascan import auto_close, digest_unassigned, return_pending, scan_sla
 from maildesk.spam.live import LiveSpamFilter
 from maildesk.spam.model import SpamThresholds
 from maildesk.spool import Spool
@@ -180,6 +181,17 @@ async def _serve(
         async def wake_sender() -> None:
             sender.wake.set()
 
+        async def ticket_jobs() -> None:
+            """SLA reminders, the unassigned digest, postponed and resolved tickets."""
+            runtime = live.current()
+            for job in (scan_sla, digest_unassigned, return_pending, auto_close):
+                try:
+                    await asyncio.to_thread(job, engine, runtime)
+                except Exception:  # one failing job must not stop the others or the daemon
+                    log.exception("scheduler: %s failed; it runs again shortly", job.__name__)
+
+        scheduler.add_job(ticket_jobs, "interval", seconds=settings.sla_scan_seconds,
+                          id="ticket-jobs", max_instances=1, coalesce=True)
         scheduler.add_job(wake_processor, "interval", seconds=5, id="spool-scan")
         scheduler.add_job(wake_sender, "interval", seconds=5, id="outbox-flush")
         scheduler.add_job(reload_config, "interval", seconds=5, id="config-reload")

@@ -77,7 +77,7 @@ def run_commands(
         decision = Decision(action="append", message_kind="staff", ticket=state,
                             status=applied.status, changes=applied.changes, mails=updates,
                             events=applied.events)
-        updated = store.update_ticket(session, decision, now)
+        updated = store.update_ticket(session, decision, now, runtime.sla)
         actor = f"{author} (maildesk do)"
         for kind, detail in applied.events:
             session.add(Event(ticket_id=number, at=now, actor=actor, kind=kind, detail=detail))

@@ -227,10 +227,12 @@ def _append(
     if identity.is_staff:
         return decide_staff_mail(mail, kind, ticket, identity, policy, sender, now)
     reopen = ticket.status in CLOSED_STATUSES
+    # The ball is back with staff: answered or postponed tickets open again.
+    waiting = ticket.status in ("answered", "pending")
     add_cc = _new_ccs(mail, ticket.participants, policy.own_addresses, policy.rules)
     notify = _staff_to_notify(ticket.assignee, (), policy.rules, exclude=mail.from_addr)
     events: list[tuple[str, str]] = []
-    if reopen:
+    if reopen or waiting:
         events.append(("status", f"{ticket.status} -> open (customer replied)"))
     if add_cc:
         events.append(("cc", f"added {', '.join(add_cc)}"))
@@ -244,6 +246,7 @@ def _append(
         message_kind="customer",
         ticket=ticket,
         reopen=reopen,
+        status="open" if waiting else None,
         add_cc=add_cc,
         mails=mails,
         events=tuple(events),

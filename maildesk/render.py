@@ -15,6 +15,14 @@ from maildesk.errors import ConfigError
 
 LANGUAGES = ("en", "ru")
 
+# What an SLA reminder may use (sla.yaml names the template of each escalation step).
+SLA_KEYS = frozenset(
+    {
+        "tid", "subject", "customer_name", "customer_email", "sla_name", "target", "due",
+        "kind", "assignee", "status", "priority", "overdue", "left",
+    }
+)
+
 # The variables each template may use; the pipeline always passes all of them.
 CONTEXT_KEYS: dict[str, frozenset[str]] = {
     "confirmation": frozenset(
@@ -50,6 +58,10 @@ CONTEXT_KEYS: dict[str, frozenset[str]] = {
             "status",
         }
     ),
+    **{
+        name: SLA_KEYS
+        for name in ("sla_warning", "sla_breach", "sla_escalation")
+    },
     "update": frozenset(
         {
             "tid",
@@ -90,6 +102,10 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "history": [{"at": "2026-01-01 10:00 UTC", "who": "Ann Customer", "text": "Help <b>me</b>"}],
     "rating_good": "support+rate.1.0123456789.good@localhost",
     "rating_bad": "support+rate.1.0123456789.bad@localhost",
+    "target": "first_response",
+    "kind": "breach",
+    "overdue": "2h 15m",
+    "left": "1h",
 }
 
 
@@ -120,6 +136,7 @@ class Templates:
         if not directory.is_dir():
             raise ConfigError(f"{directory}: templates directory not found")
         self.directory = directory
+        self.extra_sla: tuple[str, ...] = ()  # sla.yaml's own escalation templates
         self._sources: dict[str, str] = {}
         problems: list[str] = []
         for path in sorted(directory.rglob("*")):
@@ -161,6 +178,10 @@ class Templates:
             for language in LANGUAGES:
                 for ext in ("txt", "html"):
                     problems.extend(self._check_one(f"{language}/{name}.{ext}", allowed))
+        for name in sorted(set(self.extra_sla) - set(CONTEXT_KEYS)):
+            for language in LANGUAGES:
+                for ext in ("txt", "html"):
+                    problems.extend(self._check_one(f"{language}/{name}.{ext}", SLA_KEYS))
         for name, languages in sorted(self.canned().items()):
             for language in sorted(languages):
                 problems.extend(self._check_one(f"canned/{language}/{name}.txt", CANNED_KEYS))

@@ -72,6 +72,10 @@ def load_runtime(settings: Settings) -> Runtime:
         problems.extend(exc.problems)
     try:
         templates = Templates(settings.templates)
+        if sla is not None:
+            templates.extra_sla = tuple(
+                step.template for level in sla.levels.values() for step in level.escalation
+            )
         problems.extend(templates.check())
     except ConfigError as exc:
         problems.extend(exc.problems)

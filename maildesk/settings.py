@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     new_tickets_per_sender_per_hour: int = Field(default=20, ge=1)
     comment_address: str = ""  # mail from staff to it is a hidden note (as RT's comment address)
     operator: str = ""  # the staff address `maildesk do` acts as (rules.yaml staff)
+    sla_scan_seconds: float = Field(default=30.0, gt=0)  # SLA reminders, digest, pending
     reopen_days: float = Field(default=14.0, ge=0)
     notify_attach_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
     trusted_authserv_id: str = ""  # comma-separated authserv-ids of MTAs whose verdicts count

@@ -52,6 +52,8 @@ from maildesk.pipeline import (
 )
 from maildesk.replytoken import verify_bounce, verify_rating
 from maildesk.runtime import Runtime
+from maildesk.sla import SlaConfig
+from maildesk.slastore import advance_clocks, start_clocks
 from maildesk.tid import clean_subject, find_tids, format_tid, parse_tid
 
 if TYPE_CHECKING:
@@ -400,7 +402,9 @@ def apply(
             updated_at=now,
             first_response_due=new.first_response_due,
             linked_to=new.linked_to,
+            last_customer_at=now,
         )
+        start_clocks(ticket, runtime.sla, now)
         session.add(ticket)
         session.flush()
         assert ticket.id is not None
@@ -420,7 +424,7 @@ def apply(
         rules_fired = new.rules_fired
     else:
         assert decision.ticket is not None
-        ticket = update_ticket(session, decision, now)
+        ticket = update_ticket(session, decision, now, runtime.sla)
         for cc in decision.add_cc:
             session.add(Participant(ticket_id=decision.ticket.id, address=cc, role="cc"))
         author = mail.from_addr
@@ -485,11 +489,15 @@ def apply(
     return ticket.id
 
 
-def update_ticket(session: Session, decision: Decision, now: datetime) -> Ticket:
-    """A decision's changes to an existing ticket: status, first response, fields."""
+def update_ticket(
+    session: Session, decision: Decision, now: datetime, sla: SlaConfig
+) -> Ticket:
+    """A decision's changes to an existing ticket: status, first response, fields, and
+    the SLA clocks they move."""
     assert decision.ticket is not None
     ticket = session.get(Ticket, decision.ticket.id)
     assert ticket is not None
+    old_level, answered_before = ticket.sla_level, ticket.first_response_at is not None
     ticket.updated_at = now
     if decision.reopen:
         ticket.status = "open"
@@ -502,6 +510,14 @@ def update_ticket(session: Session, decision: Decision, now: datetime) -> Ticket
     elif decision.status == "closed":
         ticket.closed_at = now
     _apply_changes(ticket, decision.changes, now)
+    relevelled = advance_clocks(
+        ticket, sla, now, old_level=old_level, answered_before=answered_before,
+        customer_reply=decision.message_kind == "customer" and decision.visibility != "internal",
+        staff_answer=decision.message_kind == "staff" and decision.visibility == "public",
+    )
+    if relevelled:
+        session.add(Event(ticket_id=decision.ticket.id, at=now, actor="maildesk", kind="sla",
+                          detail=relevelled))
     session.add(ticket)
     _change_people(session, ticket, decision.changes, now)
     return ticket
@@ -608,7 +624,7 @@ def queue_mails(
         history,
     ):
         automatic = intent.template != "answer" and intent.reply is None
-        _add_outbox(session, ticket.id, intent.template, out, now, automatic)
+        add_outbox(session, ticket.id, intent.template, out, now, automatic)
         if intent.template == "held" and stored_id is not None:
             _kv_set(session, f"held:{out.message_id}"[:300], str(stored_id))
         if intent.template in ("confirmation", "answer", "update"):
@@ -629,7 +645,7 @@ def queue_mails(
     for rcpt, kind in capped:
         subject, lines = notice_lines(kind, format_tid(ticket.id), runtime.limits)
         out = operator_mail(runtime.settings.primary_address, (rcpt,), subject, lines, now)
-        _add_outbox(session, ticket.id, kind, out, now)
+        add_outbox(session, ticket.id, kind, out, now)
 
 
 def _cap_updates(
@@ -686,7 +702,7 @@ def _last_customer_message_id(session: Session, ticket_id: int) -> str | None:
     ).first()
 
 
-def _add_outbox(
+def add_outbox(
     session: Session,
     ticket_id: int | None,
     kind: str,
@@ -744,7 +760,7 @@ def _queue_alerts(
         if admins:
             out = operator_mail(runtime.settings.primary_address, admins, alert.subject,
                                 alert.lines, now)
-            _add_outbox(session, None, f"alert_{alert.kind}", out, now)
+            add_outbox(session, None, f"alert_{alert.kind}", out, now)
 
 
 def staff_reply_facts(

@@ -1,0 +1,256 @@
+"""The scheduler's ticket jobs (APScheduler runs them on the daemon's loop, each in a
+thread; each takes `now`, so tests drive them on a controllable clock):
+
+- `scan_sla`: warnings, breaches and escalation steps that are due (maildesk.slaclock),
+  each claimed once in `sla_step` (a unique key: restarts, clock jumps and two daemons
+  on one PostgreSQL send it once), over the indexed `sla_next_at`;
+- `digest_unassigned`: one mail listing every ticket without an assignee, and every
+  ticket held as possible spam, to the dispatchers, at most once per `unassigned.every`;
+- `return_pending`: postponed tickets whose date came (or, without a date, after
+  `pending.return_after`) open again and their assignee is told;
+- `auto_close`: resolved tickets with no customer reply for `auto_close.after_days` close.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, or_, select
+
+from maildesk import slaclock
+from maildesk.alerts import operator_mail
+from maildesk.compose import compose
+from maildesk.models import KV, Event, SlaStep, Ticket
+from maildesk.notify import format_due
+from maildesk.replytoken import reply_address
+from maildesk.rules import RulesConfig
+from maildesk.runtime import Runtime
+from maildesk.slaclock import Step
+from maildesk.slastore import advance_clocks, clocks_of, level_of
+from maildesk.store import add_outbox
+from maildesk.tid import format_tid, tagged_subject
+
+log = logging.getLogger(__name__)
+
+SCAN_LIMIT = 500  # tickets per scan; the rest wait for the next one (30 s)
+LISTED = 200  # tickets named in one digest mail
+WAITING = ("new", "open", "held")
+
+
+def scan_sla(engine: Engine, runtime: Runtime, now: datetime | None = None) -> int:
+    """Send what is due; returns how many steps were sent."""
+    now = now or datetime.now(UTC)
+    sent = 0
+    with Session(engine) as session:
+        tickets = session.exec(
+            select(Ticket)
+            .where(col(Ticket.sla_next_at) <= now)
+            .order_by(col(Ticket.sla_next_at))
+            .limit(SCAN_LIMIT)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for ticket in tickets:
+            level, calendar = level_of(runtime.sla, ticket)
+            steps = slaclock.plan(clocks_of(ticket), level, calendar, ticket.status,
+                                  ticket.first_response_at is not None)
+            for step in steps:
+                if step.at <= now and _claim_and_send(session, ticket, step, runtime, now):
+                    sent += 1
+            ticket.sla_next_at = slaclock.next_at(steps, after=now)
+            session.add(ticket)
+        session.commit()
+    return sent
+
+
+def _claim_and_send(
+    session: Session, ticket: Ticket, step: Step, runtime: Runtime, now: datetime
+) -> bool:
+    assert ticket.id is not None
+    recipients = _recipients(step.notify, ticket, runtime.rules)
+    try:
+        with session.begin_nested():
+            session.add(SlaStep(ticket_id=ticket.id, step=step.key, target=step.target,
+                                kind=step.kind, due=step.due, fired_at=now,
+                                recipients=", ".join(recipients)))
+    except IntegrityError:
+        return False  # sent before (a restart, or another daemon)
+    level, calendar = level_of(runtime.sla, ticket)
+    overdue = calendar.minutes_between(step.due, now)
+    context = {
+        "tid": format_tid(ticket.id),
+        "subject": ticket.subject,
+        "customer_name": ticket.requester_name,
+        "customer_email": ticket.requester,
+        "target": step.target,
+        "kind": step.kind,
+        "assignee": ticket.assignee,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "overdue": _duration(max(overdue, 0)),
+        "left": _duration(max(-overdue, 0)),
+    }
+    for rcpt in recipients:
+        member = runtime.rules.member(rcpt)
+        language = member.languages[0] if member and member.languages else "en"
+        body = runtime.templates.render(step.template, language, {
+            **context,
+            "sla_name": level.display(ticket.sla_level, language),
+            "due": format_due(step.due, calendar.zone),
+        })
+        label = "SLA warning" if step.kind == "warn" else f"SLA {step.kind}"
+        out = compose(
+            from_addr=runtime.settings.primary_address,
+            from_name=runtime.sender.name,
+            to=(rcpt,),
+            subject=f"[{label}] {tagged_subject(ticket.id, ticket.subject)}",
+            body=body,
+            now=now,
+            reply_to=reply_address(runtime.settings.primary_address, ticket.id, rcpt,
+                                   runtime.hmac_key),
+            automatic=True,
+        )
+        add_outbox(session, ticket.id, f"sla_{step.kind}"[:20], out, now)
+    session.add(Event(ticket_id=ticket.id, at=now, actor="maildesk", kind="sla",
+                      detail=f"{step.target} {step.kind} (due {step.due:%Y-%m-%d %H:%M} UTC)"
+                      f" to {', '.join(recipients) or 'nobody (no staff to tell)'}"))
+    return True
+
+
+def _recipients(notify: str, ticket: Ticket, rules: RulesConfig) -> tuple[str, ...]:
+    admins = tuple(m.email for m in rules.admins)
+    if notify == "assignee":
+        return (ticket.assignee,) if ticket.assignee else admins
+    if notify == "group_lead":
+        group = rules.groups.get(ticket.assigned_group or "")
+        return (group.lead.lower(),) if group is not None and group.lead else admins
+    return admins
+
+
+def _duration(minutes: int) -> str:
+    hours, rest = divmod(minutes, 60)
+    return f"{hours}h {rest:02d}m" if hours else f"{rest}m"
+
+
+def digest_unassigned(engine: Engine, runtime: Runtime, now: datetime | None = None) -> int:
+    """One mail listing the tickets nobody has, and those held as possible spam; returns
+    how many were listed (0: no mail). Claimed per period in the KV table."""
+    now = now or datetime.now(UTC)
+    every = timedelta(minutes=runtime.sla.unassigned.every)
+    notify = runtime.sla.unassigned.notify
+    to = tuple(m.email for m in runtime.rules.admins) if notify == "admins" else tuple(notify)
+    with Session(engine) as session:
+        tickets = session.exec(
+            select(Ticket)
+            .where(or_(
+                col(Ticket.status) == "held",
+                (col(Ticket.assignee).is_(None)) & (col(Ticket.status).in_(WAITING)),
+            ))
+            .order_by(col(Ticket.id))
+            .limit(LISTED + 1)
+        ).all()
+        if not tickets or not to or not _claim_period(session, "digest:unassigned", every, now):
+            session.rollback()
+            return 0
+        lines = [f"{len(tickets) if len(tickets) <= LISTED else f'over {LISTED}'} tickets "
+                 "wait for someone:", ""]
+        for t in tickets[:LISTED]:
+            assert t.id is not None
+            why = "held: possible spam, reply #ham or #spam" if t.status == "held" else (
+                "no assignee")
+            lines.append(f"{format_tid(t.id):>9}  {t.created_at:%Y-%m-%d %H:%M}  {why}: "
+                         f"{t.subject[:60]} ({t.requester})")
+        lines += ["", "Assign one: maildesk do MD-n '#assign NAME', or reply to its "
+                  "notification with #assign NAME."]
+        out = operator_mail(runtime.settings.primary_address, to,
+                            f"maildesk: {min(len(tickets), LISTED)} tickets wait for someone",
+                            lines, now)
+        add_outbox(session, None, "digest", out, now)
+        session.commit()
+        return min(len(tickets), LISTED)
+
+
+def _claim_period(session: Session, key: str, every: timedelta, now: datetime) -> bool:
+    """True for the one caller per period (an UPDATE that only the first one matches)."""
+    stamp = now.isoformat()
+    if session.get(KV, key) is None:
+        try:
+            with session.begin_nested():
+                session.add(KV(key=key, value=stamp))
+            return True
+        except IntegrityError:
+            return False
+    claimed = session.execute(
+        update(KV).where(col(KV.key) == key, col(KV.value) <= (now - every).isoformat())
+        .values(value=stamp)
+    )
+    return bool(claimed.rowcount)  # type: ignore[attr-defined]
+
+
+def return_pending(engine: Engine, runtime: Runtime, now: datetime | None = None) -> int:
+    """Postponed tickets whose time came: open again, clocks running, assignee told."""
+    now = now or datetime.now(UTC)
+    after = runtime.sla.pending.return_after
+    due = col(Ticket.pending_until) <= now
+    if after is not None:
+        due = or_(due, col(Ticket.pending_until).is_(None)
+                  & (col(Ticket.updated_at) <= now - timedelta(minutes=after)))
+    with Session(engine) as session:
+        tickets = session.exec(
+            select(Ticket).where(Ticket.status == "pending", due).limit(SCAN_LIMIT)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for ticket in tickets:
+            assert ticket.id is not None
+            until = ticket.pending_until
+            _set_status(session, ticket, "open", runtime, now,
+                        f"pending -> open (postponed until "
+                        f"{until:%Y-%m-%d %H:%M} UTC)" if until else
+                        "pending -> open (pending.return_after passed)")
+            ticket.pending_until = None
+            to = (ticket.assignee,) if ticket.assignee else tuple(
+                m.email for m in runtime.rules.admins)
+            if to:
+                out = operator_mail(runtime.settings.primary_address, to,
+                                    f"[back] {tagged_subject(ticket.id, ticket.subject)}",
+                                    [f"{format_tid(ticket.id)} was postponed; it is open "
+                                     "again and its SLA clocks run."], now)
+                add_outbox(session, ticket.id, "pending_return", out, now)
+        session.commit()
+        return len(tickets)
+
+
+def auto_close(engine: Engine, runtime: Runtime, now: datetime | None = None) -> int:
+    """Resolved tickets without a customer reply for `auto_close.after_days` close."""
+    now = now or datetime.now(UTC)
+    if runtime.sla.auto_close is None:
+        return 0
+    days = runtime.sla.auto_close.after_days
+    with Session(engine) as session:
+        tickets = session.exec(
+            select(Ticket).where(
+                Ticket.status == "resolved",
+                col(Ticket.resolved_at) <= now - timedelta(days=days),
+            ).limit(SCAN_LIMIT).with_for_update(skip_locked=True)
+        ).all()
+        for ticket in tickets:
+            ticket.closed_at = now
+            _set_status(session, ticket, "closed", runtime, now,
+                        f"resolved -> closed (no reply within {days} days)")
+        session.commit()
+        return len(tickets)
+
+
+def _set_status(
+    session: Session, ticket: Ticket, status: str, runtime: Runtime, now: datetime,
+    detail: str,
+) -> None:
+    assert ticket.id is not None
+    ticket.status, ticket.updated_at = status, now
+    advance_clocks(ticket, runtime.sla, now, old_level=ticket.sla_level, customer_reply=False,
+                   staff_answer=False, answered_before=ticket.first_response_at is not None)
+    session.add(ticket)
+    session.add(Event(ticket_id=ticket.id, at=now, actor="maildesk", kind="status",
+                      detail=detail))
