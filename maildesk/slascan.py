@@ -17,6 +17,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select
 
@@ -43,7 +45,6 @@ WAITING = ("new", "open", "held")
 def scan_sla(engine: Engine, runtime: Runtime, now: datetime | None = None) -> int:
     """Send what is due; returns how many steps were sent."""
     now = now or datetime.now(UTC)
-    sent = 0
     with Session(engine) as session:
         tickets = session.exec(
             select(Ticket)
@@ -52,31 +53,53 @@ def scan_sla(engine: Engine, runtime: Runtime, now: datetime | None = None) -> i
             .limit(SCAN_LIMIT)
             .with_for_update(skip_locked=True)
         ).all()
+        due: list[tuple[Ticket, Step]] = []
         for ticket in tickets:
             level, calendar = level_of(runtime.sla, ticket)
             steps = slaclock.plan(clocks_of(ticket), level, calendar, ticket.status,
                                   ticket.first_response_at is not None)
-            for step in steps:
-                if step.at <= now and _claim_and_send(session, ticket, step, runtime, now):
-                    sent += 1
+            due.extend((ticket, step) for step in steps if step.at <= now)
             ticket.sla_next_at = slaclock.next_at(steps, after=now)
             session.add(ticket)
+        claimed = _claim(session, due, runtime, now)
+        for ticket, step in due:
+            if (ticket.id, step.key) in claimed:
+                _send(session, ticket, step, claimed[(ticket.id, step.key)], runtime, now)
         session.commit()
-    return sent
+    return len(claimed)
 
 
-def _claim_and_send(
-    session: Session, ticket: Ticket, step: Step, runtime: Runtime, now: datetime
-) -> bool:
+def _claim(
+    session: Session, due: list[tuple[Ticket, Step]], runtime: Runtime, now: datetime
+) -> dict[tuple[int | None, str], tuple[str, ...]]:
+    """One INSERT for every due step; the ones it really inserted are ours to send (a
+    step sent before, by a restart or another daemon, is skipped by its unique key)."""
+    if not due:
+        return {}
+    rows = []
+    recipients: dict[tuple[int | None, str], tuple[str, ...]] = {}
+    for ticket, step in due:
+        who = _recipients(step.notify, ticket, runtime.rules)
+        recipients[(ticket.id, step.key)] = who
+        rows.append({"ticket_id": ticket.id, "step": step.key, "target": step.target,
+                     "kind": step.kind, "due": step.due, "fired_at": now,
+                     "recipients": ", ".join(who)})
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(SlaStep).values(rows)
+        .on_conflict_do_nothing(index_elements=["ticket_id", "step"])
+        .returning(col(SlaStep.ticket_id), col(SlaStep.step))
+    )
+    inserted = session.execute(statement).all()
+    return {(t, k): recipients[(t, k)] for t, k in inserted}
+
+
+def _send(
+    session: Session, ticket: Ticket, step: Step, recipients: tuple[str, ...],
+    runtime: Runtime, now: datetime,
+) -> None:
     assert ticket.id is not None
-    recipients = _recipients(step.notify, ticket, runtime.rules)
-    try:
-        with session.begin_nested():
-            session.add(SlaStep(ticket_id=ticket.id, step=step.key, target=step.target,
-                                kind=step.kind, due=step.due, fired_at=now,
-                                recipients=", ".join(recipients)))
-    except IntegrityError:
-        return False  # sent before (a restart, or another daemon)
     level, calendar = level_of(runtime.sla, ticket)
     overdue = calendar.minutes_between(step.due, now)
     context = {
@@ -116,7 +139,6 @@ def _claim_and_send(
     session.add(Event(ticket_id=ticket.id, at=now, actor="maildesk", kind="sla",
                       detail=f"{step.target} {step.kind} (due {step.due:%Y-%m-%d %H:%M} UTC)"
                       f" to {', '.join(recipients) or 'nobody (no staff to tell)'}"))
-    return True
 
 
 def _recipients(notify: str, ticket: Ticket, rules: RulesConfig) -> tuple[str, ...]:
