@@ -251,7 +251,7 @@ class OverdueRow:
             "tid": t.tid, "subject": t.subject, "status": t.status, "priority": t.priority,
             "sla_level": t.sla_level, "assignee": t.assignee, "requester": t.requester,
             "deadlines": [
-                {"target": d.target, "due": _iso(d.due), "overdue": d.working_minutes < 0,
+                {"target": d.target, "due": iso_utc(d.due), "overdue": d.working_minutes < 0,
                  "working_minutes": d.working_minutes}
                 for d in self.deadlines
             ],
@@ -300,95 +300,6 @@ def overdue_report(
             rows.append(OverdueRow(t, tuple(deadlines)))
     rows.sort(key=lambda r: (r.deadlines[0].due, r.ticket.id))
     return rows
-
-
-# -- pure: clients ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClientSelector:
-    """--client: a client of sla.yaml, an organisation (domain), or one requester."""
-
-    client: str
-    address: str | None = None  # only this requester's tickets
-
-
-_DOMAIN_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}")
-
-
-def select_client(sla: SlaConfig, value: str) -> ClientSelector:
-    text = value.strip().lower()
-    if value.strip() in sla.clients:
-        return ClientSelector(value.strip())
-    local, at, domain = text.rpartition("@")
-    if (not _DOMAIN_RE.fullmatch(domain) or (at and (not local or "@" in local))
-            or any(c.isspace() for c in text)):
-        known = ", ".join(sla.clients) or "none in sla.yaml"
-        raise ReportInputError(
-            f"--client {value!r}: not a client name ({known}), a domain or an address"
-        )
-    client = sla.client_of(text if at else f"x@{domain}")
-    if at and client not in sla.clients:
-        return ClientSelector(client, address=text)
-    return ClientSelector(client)
-
-
-@dataclass(frozen=True)
-class ClientReport:
-    client: str
-    title: str
-    tickets: tuple[TicketFacts, ...]  # by when they were done
-
-    @property
-    def time_spent_minutes(self) -> int:
-        return sum(t.time_spent_minutes for t in self.tickets)
-
-    @property
-    def good(self) -> int:
-        return sum(1 for t in self.tickets if t.rating == "good")
-
-    @property
-    def bad(self) -> int:
-        return sum(1 for t in self.tickets if t.rating == "bad")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "client": self.client, "title": self.title, "tickets": len(self.tickets),
-            "time_spent_minutes": self.time_spent_minutes, "rated_good": self.good,
-            "rated_bad": self.bad,
-            "ticket_list": [client_ticket_dict(self.client, t) for t in self.tickets],
-        }
-
-
-def client_ticket_dict(client: str, t: TicketFacts) -> dict[str, Any]:
-    return {
-        "client": client, "tid": t.tid, "subject": t.subject, "requester": t.requester,
-        "status": t.status, "created_at": _iso(t.created_at), "done_at": _iso(t.done_at),
-        "time_spent_minutes": t.time_spent_minutes, "rating": t.rating,
-    }
-
-
-def client_reports(
-    tickets: Sequence[TicketFacts], sla: SlaConfig, only: ClientSelector | None = None
-) -> list[ClientReport]:
-    """Done tickets grouped by client; most tickets first, then by name."""
-    groups: dict[str, list[TicketFacts]] = {}
-    for t in tickets:
-        client = sla.client_of(t.requester)
-        if only is not None and (client != only.client
-                                 or (only.address and t.requester.lower() != only.address)):
-            continue
-        groups.setdefault(client, []).append(t)
-    reports = [
-        ClientReport(
-            client=name,
-            title=(sla.clients[name].title or name) if name in sla.clients else name,
-            tickets=tuple(sorted(items, key=lambda t: (t.done_at or t.created_at, t.id))),
-        )
-        for name, items in groups.items()
-    ]
-    reports.sort(key=lambda r: (-len(r.tickets), r.client))
-    return reports
 
 
 # -- pure: windows ---------------------------------------------------------------------
@@ -441,7 +352,7 @@ def _midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso_utc(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 

@@ -238,7 +238,7 @@ class AutoClose(_Strict):
 
 
 _ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}")
+DOMAIN_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}")
 
 
 def _address(value: object) -> str:
@@ -250,7 +250,7 @@ def _address(value: object) -> str:
 
 def _domain(value: object) -> str:
     text = value.strip().lower().lstrip("@") if isinstance(value, str) else ""
-    if len(text) > 253 or not _DOMAIN.fullmatch(text):
+    if len(text) > 253 or not DOMAIN_RE.fullmatch(text):
         raise ValueError(f"{value!r} is not a domain like example.com")
     return text
 

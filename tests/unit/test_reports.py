@@ -8,12 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from maildesk.client_report import ClientSelector, client_reports, select_client
 from maildesk.errors import ConfigError
 from maildesk.reports import (
-    ClientSelector,
     ReportInputError,
     TicketFacts,
-    client_reports,
     day_window,
     first_response_breached,
     month_window,
@@ -22,7 +21,6 @@ from maildesk.reports import (
     previous_month,
     quantile,
     resolution_breached,
-    select_client,
     sla_report,
 )
 from maildesk.sla import load_sla
