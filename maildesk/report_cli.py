@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -66,6 +67,10 @@ def _print_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     writer.writerows(rows)
 
 
+def _local(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
 def _duration(minutes: float | None) -> str:
     return "-" if minutes is None else format_duration(round(minutes))
 
@@ -84,8 +89,7 @@ def sla(
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ) -> None:
-    """Per SLA level and per staff member: tickets created in the window, first response
-    and resolution in working hours (median, p90), breaches and their share, ratings."""
+    """SLA per level and staff member: first response, resolution, breaches, ratings."""
     _one_format(as_json, as_csv)
     settings = load_settings()
     config = load_sla(settings.sla)
@@ -99,8 +103,8 @@ def sla(
     elif as_csv:
         _print_csv([r.as_dict() for r in rows], list(rows[0].as_dict()))
     else:
-        print(f"tickets created {when(lower)} .. {when(upper)}; times are working time "
-              "in each level's calendar")
+        print(f"tickets created {_local(lower, zone)} .. {_local(upper, zone)} ({zone.key}); "
+              "times are working time in each level's calendar")
         print_table(Console(), _sla_table(rows))
 
 
@@ -124,8 +128,7 @@ def _sla_table(rows: Sequence[SlaRow]) -> Table:
 
 @report_app.command("overdue")
 def overdue(as_json: JsonOpt = False) -> None:
-    """Open tickets past or near (the level's warn_before, else 1 h) a due time: first
-    response, next response, resolution. The most urgent first."""
+    """Open tickets past or near a due time (within warn_before, else 1 h), most urgent first."""
     settings = load_settings()
     config = load_sla(settings.sla)
     now = datetime.now(UTC)
@@ -171,8 +174,7 @@ def client(
     resend: Annotated[bool, typer.Option(
         "--resend", help="With --mail: queue it even if it was queued before.")] = False,
 ) -> None:
-    """Per client (a client group of sla.yaml, else the sender's domain): tickets resolved
-    or closed in the month, time spent (#time) and ratings."""
+    """Per client: tickets resolved or closed in a month, time spent (#time), ratings."""
     # the pipeline's modules (compose, store, runtime): only for this report
     from maildesk.client_report import ADMINS, client_reports, client_ticket_dict, select_client
 
@@ -207,7 +209,8 @@ def client(
             tickets = Table("TID", "done", "time spent", "rating", "requester", "subject")
             for r in reports:
                 for t in r.tickets:
-                    tickets.add_row(t.tid, when(t.done_at), format_duration(t.time_spent_minutes),
+                    done = _local(t.done_at, zone) if t.done_at else "-"
+                    tickets.add_row(t.tid, done, format_duration(t.time_spent_minutes),
                                     t.rating or "-", t.requester, t.subject)
             print_table(Console(), tickets)
 
