@@ -24,6 +24,7 @@ from maildesk.explain import thread_app
 from maildesk.imap.cli import imap_app
 from maildesk.lifecycle import SignalLatch
 from maildesk.quotes_cli import quote_app
+from maildesk.report_cli import report_app
 from maildesk.settings import Settings, load_settings
 from maildesk.sla_cli import sla_app
 from maildesk.spam.cli import spam_app
@@ -41,6 +42,7 @@ app.add_typer(thread_app, name="thread", help="Threading: which ticket a mail jo
 app.add_typer(attachment_app, name="attachment", help="Attachments: get one by name.")
 app.add_typer(quote_app, name="quote", help="Quote stripping: what a staff reply relays.")
 app.add_typer(sla_app, name="sla", help="SLA: levels, calendars and due times.")
+app.add_typer(report_app, name="report", help="Reports: SLA, overdue tickets, clients.")
 console = Console()
 err = Console(stderr=True)
 

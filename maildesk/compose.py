@@ -14,6 +14,7 @@ from datetime import datetime
 from email import encoders
 from email.header import Header
 from email.mime.base import MIMEBase
+from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
@@ -26,6 +27,16 @@ class OutgoingMail:
     mail_from: str
     recipients: tuple[str, ...]
     raw: bytes
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    """An image the HTML part shows as <img src="cid:{content_id}">."""
+
+    content_id: str  # without angle brackets, e.g. chart.2026-11@example.com
+    filename: str  # ASCII, for clients that save it
+    payload: bytes
+    subtype: str = "png"
 
 
 _UNSAFE = frozenset("\r\n\x00")
@@ -69,8 +80,15 @@ def compose(
     message_id: str | None = None,
     cc: Sequence[str] = (),
     attachments: Sequence[tuple[str, str, bytes]] = (),  # (filename, content type, bytes)
+    inline: Sequence[InlineImage] = (),
+    auto_submitted: str = "auto-replied",
 ) -> OutgoingMail:
     """A multipart/alternative (text + HTML) mail, UTF-8; multipart/mixed with attachments.
+
+    Inline images (the HTML shows them as `<img src="cid:...">`) make the HTML a
+    multipart/related of the HTML and the images, inside the alternative. An automatic
+    mail says Auto-Submitted: auto-replied (an answer to a mail), or what `auto_submitted`
+    says (auto-generated: a report nobody asked for by mail, RFC 3834).
 
     Built with the compat32 classes: the `email.policy.default` header machinery
     costs several milliseconds per mail, and every value here is already checked.
@@ -79,7 +97,13 @@ def compose(
     msg_id = message_id or new_message_id(domain)
     body_part = MIMEMultipart("alternative")
     body_part.attach(_text_part(body.text, "plain"))
-    body_part.attach(_text_part(body.html, "html"))
+    html_part: MIMEText | MIMEMultipart = _text_part(body.html, "html")
+    if inline:
+        html_part = MIMEMultipart("related")
+        html_part.attach(_text_part(body.html, "html"))
+        for image in inline:
+            html_part.attach(_inline_image(image))
+    body_part.attach(html_part)
     msg: MIMEMultipart = body_part
     if attachments:
         msg = MIMEMultipart("mixed")
@@ -101,7 +125,7 @@ def compose(
     if reply_to:
         msg["Reply-To"] = _address(reply_to, from_name)
     if automatic:
-        msg["Auto-Submitted"] = "auto-replied"  # RFC 3834
+        msg["Auto-Submitted"] = auto_submitted  # RFC 3834
         msg["X-Auto-Response-Suppress"] = "All"  # Exchange: do not answer with OOF
     raw = msg.as_bytes(policy=_SMTP_COMPAT)
     return OutgoingMail(
@@ -127,6 +151,13 @@ def _attachment(filename: str, content_type: str, payload: bytes) -> MIMEBase:
     name = " ".join(filename.split()) or "attachment"
     encoded: str | tuple[str, str, str] = name if name.isascii() else ("utf-8", "", name)
     part.add_header("Content-Disposition", "attachment", filename=encoded)
+    return part
+
+
+def _inline_image(image: InlineImage) -> MIMEImage:
+    part = MIMEImage(image.payload, image.subtype)  # base64
+    part["Content-ID"] = f"<{_checked_id(image.content_id)}>"
+    part.add_header("Content-Disposition", "inline", filename=image.filename)
     return part
 
 

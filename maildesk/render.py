@@ -77,6 +77,8 @@ CONTEXT_KEYS: dict[str, frozenset[str]] = {
             "rating_bad",
         }
     ),
+    # maildesk.report_mail: the monthly client report (to the admins or a client's contacts)
+    "client_report": frozenset({"month", "clients", "totals", "chart_cid", "support_address"}),
 }
 
 SAMPLE_CONTEXT: dict[str, Any] = {
@@ -106,6 +108,14 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "kind": "breach",
     "overdue": "2h 15m",
     "left": "1h",
+    "month": "2026-11",
+    "clients": [{"title": "Partner <b>Ltd</b>", "tickets": 1, "time_spent": "1h30m", "good": 1,
+                 "bad": 0, "ticket_list": [{"tid": "MD-1", "done": "2026-11-20",
+                                            "time_spent": "1h30m", "rating": "good",
+                                            "subject": "Printer <b>on fire</b>",
+                                            "requester": "ann@example.org"}]}],
+    "totals": {"tickets": 1, "time_spent": "1h30m", "good": 1, "bad": 0},
+    "chart_cid": "chart.2026-11@localhost",
 }
 
 

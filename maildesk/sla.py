@@ -237,6 +237,44 @@ class AutoClose(_Strict):
     after_days: int = Field(ge=1)
 
 
+_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+DOMAIN_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}")
+
+
+def _address(value: object) -> str:
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if not _ADDRESS.fullmatch(text):
+        raise ValueError(f"{value!r} is not a mail address like ann@example.com")
+    return text
+
+
+def _domain(value: object) -> str:
+    text = value.strip().lower().lstrip("@") if isinstance(value, str) else ""
+    if len(text) > 253 or not DOMAIN_RE.fullmatch(text):
+        raise ValueError(f"{value!r} is not a domain like example.com")
+    return text
+
+
+Address = Annotated[str, BeforeValidator(_address)]
+Domain = Annotated[str, BeforeValidator(_domain)]
+
+
+class ClientGroup(_Strict):
+    """A client organisation for the monthly report: who belongs to it, who gets it."""
+
+    title: str | None = None
+    domains: tuple[Domain, ...] = ()  # subdomains included
+    addresses: tuple[Address, ...] = ()
+    contacts: tuple[Address, ...] = ()  # the monthly report goes to them
+    language: Literal["en", "ru"] | None = None  # of that mail; default MAILDESK_LANGUAGE
+
+    @model_validator(mode="after")
+    def _members(self) -> ClientGroup:
+        if not self.domains and not self.addresses:
+            raise ValueError("a client needs domains or addresses")
+        return self
+
+
 @dataclass(frozen=True)
 class DueTimes:
     """What a ticket created at `created` on a level is promised (aware, UTC)."""
@@ -261,6 +299,7 @@ class SlaConfig(_Strict):
     unassigned: Unassigned = Field(default_factory=Unassigned)
     pending: Pending = Field(default_factory=Pending)
     auto_close: AutoClose | None = None
+    clients: dict[str, ClientGroup] = Field(default_factory=dict)
 
     def cross_check(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Names used must be defined: (location in the YAML, problem)."""
@@ -281,7 +320,34 @@ class SlaConfig(_Strict):
             for name, level in self.levels.items()
             if level.calendar is not None and level.calendar not in self.calendars
         )
+        problems.extend(self._client_overlaps())
         return problems
+
+    def _client_overlaps(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """A domain or address may belong to one client only."""
+        owner: dict[tuple[str, str], str] = {}
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for name, group in self.clients.items():
+            for field, values in (("domains", group.domains), ("addresses", group.addresses)):
+                for i, value in enumerate(values):
+                    first = owner.setdefault((field, value), name)
+                    if first != name:
+                        problems.append(((("clients", name, field, i)),
+                                         f"{value} already belongs to client {first!r}"))
+        return problems
+
+    def client_of(self, address: str) -> str:
+        """The client an address belongs to: a group under `clients` (by address, then
+        by domain or a parent domain), else the address's domain (the organisation)."""
+        address = address.strip().lower()
+        domain = address.rpartition("@")[2]
+        for name, group in self.clients.items():
+            if address in group.addresses:
+                return name
+        for name, group in self.clients.items():
+            if any(domain == d or domain.endswith("." + d) for d in group.domains):
+                return name
+        return domain
 
     def level_for(self, mail: InboundMail, rule_level: str | None = None) -> str:
         """The sender's registered level, else a rule's choice, else the default."""
