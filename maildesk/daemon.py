@@ -36,7 +36,13 @@ from maildesk.processor import Processor
 from maildesk.replytoken import bounce_address
 from maildesk.sdnotify import Notifier
 from maildesk.settings import Settings, split_host_port
-from maildesk.slascan import auto_close, digest_unassigned, return_pending, scan_sla
+from maildesk.slascan import (
+    auto_close,
+    digest_unassigned,
+    monthly_client_reports,
+    return_pending,
+    scan_sla,
+)
 from maildesk.spam.live import LiveSpamFilter
 from maildesk.spam.model import SpamThresholds
 from maildesk.spool import Spool
@@ -184,7 +190,8 @@ async def _serve(
         async def ticket_jobs() -> None:
             """SLA reminders, the unassigned digest, postponed and resolved tickets."""
             runtime = live.current()
-            for job in (scan_sla, digest_unassigned, return_pending, auto_close):
+            for job in (scan_sla, digest_unassigned, return_pending, auto_close,
+                        monthly_client_reports):
                 try:
                     await asyncio.to_thread(job, engine, runtime)
                 except Exception:  # one failing job must not stop the others or the daemon

@@ -8,7 +8,8 @@ thread; each takes `now`, so tests drive them on a controllable clock):
   ticket held as possible spam, to the dispatchers, at most once per `unassigned.every`;
 - `return_pending`: postponed tickets whose date came (or, without a date, after
   `pending.return_after`) open again and their assignee is told;
-- `auto_close`: resolved tickets with no customer reply for `auto_close.after_days` close.
+- `auto_close`: resolved tickets with no customer reply for `auto_close.after_days` close;
+- `monthly_client_reports`: from the 1st, last month's client reports (each once).
 """
 
 from __future__ import annotations
@@ -276,3 +277,22 @@ def _set_status(
     session.add(ticket)
     session.add(Event(ticket_id=ticket.id, at=now, actor="maildesk", kind="status",
                       detail=detail))
+
+
+def monthly_client_reports(engine: Engine, runtime: Runtime, now: datetime | None = None) -> int:
+    """In the first week of a month: last month's reports, queued at most once each (the report's
+    Message-ID is per month and recipients), so running it every scan is harmless."""
+    from maildesk.client_report import queue_client_reports  # matplotlib: only when needed
+
+    now = now or datetime.now(UTC)
+    if now.day > 7:  # a daemon first started mid-month does not mail last month's report
+        return 0
+    first = now.replace(day=1)
+    last_month = (first - timedelta(days=1)).strftime("%Y-%m")
+    with Session(engine) as session:
+        if not _claim_period(session, f"client-report:{last_month}", timedelta(days=40), now):
+            session.rollback()
+            return 0
+        queued = queue_client_reports(session, runtime, last_month, now)
+        session.commit()
+        return queued

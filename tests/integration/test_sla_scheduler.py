@@ -21,7 +21,13 @@ from maildesk.processor import Processor
 from maildesk.replytoken import reply_address
 from maildesk.runtime import Runtime, load_runtime
 from maildesk.settings import load_settings
-from maildesk.slascan import auto_close, digest_unassigned, return_pending, scan_sla
+from maildesk.slascan import (
+    auto_close,
+    digest_unassigned,
+    monthly_client_reports,
+    return_pending,
+    scan_sla,
+)
 from maildesk.spool import Spool
 from tests.conftest import REPO
 from tests.mailkit import make_mail
@@ -224,6 +230,13 @@ def test_unassigned_digest_once_per_period_and_auto_close(
                      {"t": now - timedelta(days=8)})
     assert auto_close(engine, runtime, now) == 1
     assert one(engine, "select status from ticket where id = 1") == "closed"
+    # the first week of next month: last month's report to the admins, once
+    next_month = (now.replace(day=1) + timedelta(days=32)).replace(day=2)
+    with engine.begin() as conn:
+        conn.execute(text("update ticket set closed_at = :t"), {"t": now})
+    assert monthly_client_reports(engine, runtime, next_month) == 1
+    assert monthly_client_reports(engine, runtime, next_month + timedelta(hours=1)) == 0
+    assert monthly_client_reports(engine, runtime, next_month.replace(day=20)) == 0
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
