@@ -38,7 +38,7 @@ from maildesk.updates import customer_updates, resolve_with_answer
 
 SEND_MARK = "#send"
 # Parsed, but not built yet: refused with a clear line rather than silently ignored.
-NOT_YET = frozenset({"new-for"})
+NOT_YET: frozenset[str] = frozenset()
 
 
 def decide_staff_mail(
@@ -181,7 +181,9 @@ def command_errors(
     if {"spam", "ham"} <= names:
         errors.append("#spam and #ham: one or the other")
     for c in commands:
-        if c.name in NOT_YET:
+        if c.name == "new-for":
+            errors.append(f"{c.line}: only on a new mail forwarded to support, not on a ticket")
+        elif c.name in NOT_YET:
             errors.append(f"{c.line}: not available yet")
         elif c.name == "send":
             errors.append(f"{c.line}: only as the first line of a reply to a [held] notice")

@@ -142,15 +142,17 @@ class MailIntent:
 class Alert:
     """A warning to the admins, at most one per kind and address an hour."""
 
-    kind: Literal["spoof", "storm"]
+    kind: Literal["spoof", "storm", "refused"]
     address: str
     subject: str
     lines: tuple[str, ...]
+    to: tuple[str, ...] = ()  # instead of the admins (a refused #new-for: its author)
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: Literal["new_ticket", "append", "note", "orphan_bounce"]
+    # refused: a staff mail that opens nothing (an invalid #new-for); its author is told
+    action: Literal["new_ticket", "append", "note", "orphan_bounce", "refused"]
     message_kind: Literal["customer", "staff", "auto_reply", "bounce"]
     ticket: TicketState | None = None  # the existing ticket (append)
     new_ticket: NewTicket | None = None

@@ -90,6 +90,8 @@ class InboundMail:
     dropped: tuple[str, ...] = ()
     # The distribution list this mail came through (List-Post), never a participant.
     list_address: str | None = None
+    # Mails forwarded as attachments (message/rfc822), raw: a staff #new-for reads them.
+    attached_mails: tuple[bytes, ...] = field(default=(), repr=False)
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -167,7 +169,24 @@ def parse_mail(raw: bytes) -> InboundMail:
         report=_delivery_report(message),
         dropped=tuple(dropped),
         list_address=list_address,
+        attached_mails=_attached_mails(message),
     )
+
+
+def _attached_mails(message: email.message.Message, limit: int = 3) -> tuple[bytes, ...]:
+    """message/rfc822 parts (not those of a delivery report: that is the bounced mail)."""
+    if message.get_content_type() == "multipart/report":
+        return ()
+    found: list[bytes] = []
+    for part in message.walk():
+        if part.get_content_type() == "message/rfc822" and len(found) < limit:
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner and isinstance(inner[0], email.message.Message):
+                try:
+                    found.append(inner[0].as_bytes())
+                except Exception:  # an inner mail the generator cannot write: not used
+                    continue
+    return tuple(found)
 
 
 def _needs_mail_parser(message: email.message.Message) -> bool:

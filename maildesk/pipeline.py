@@ -12,6 +12,7 @@ from datetime import datetime
 
 from maildesk.answer import decide_staff_mail
 from maildesk.classify import Classification
+from maildesk.commands import parse_commands
 from maildesk.decision import (
     CLOSED_STATUSES,
     Alert,
@@ -25,6 +26,7 @@ from maildesk.decision import (
     TicketState,
     Workload,
 )
+from maildesk.forwarded import find_forwarded
 from maildesk.identity import Identity
 from maildesk.language import detect_language
 from maildesk.parse import InboundMail
@@ -103,6 +105,8 @@ def _decide(
         )
     if thread.ticket is not None:
         return _append(mail, kind, thread.ticket, identity, policy, sender, now)
+    if identity.is_staff and _first_line(mail.text).lower().startswith("#new-for"):
+        return _new_for(mail, kind, thread, identity, sender, workload, policy, now)
     if kind.kind == "auto_reply" and thread.refused_ticket is not None:
         # An out-of-office about one of our mails from someone not on that ticket:
         # noted there; it opens nothing and wakes nobody.
@@ -129,6 +133,63 @@ def _decide(
             return appended
         return replace(appended, alerts=(_storm_alert(mail, limit),))
     return _new_ticket(mail, kind, thread, identity, sender, workload, policy, now, spam)
+
+
+def _new_for(
+    mail: InboundMail,
+    kind: Classification,
+    thread: ThreadMatch,
+    identity: Identity,
+    sender: SenderFacts,
+    workload: Workload,
+    policy: Policy,
+    now: datetime,
+) -> Decision:
+    """A staff member forwards a customer's mail with `#new-for [ADDRESS]` first: a ticket
+    on the customer's behalf (requester: the address given, else the forwarded From),
+    its first message the forwarded text. Any problem: nothing opens, the author is told."""
+    author = identity.address
+    parsed = parse_commands(mail.text, policy.rules, policy.sla.levels, author, now)
+    errors = list(parsed.errors)
+    errors += [f"{c.line}: not with #new-for" for c in parsed.commands if c.name != "new-for"]
+    given = next((c.value for c in parsed.commands if c.name == "new-for" and c.value), None)
+    original = find_forwarded(mail)
+    requester = given or (original.address if original else "")
+    if not requester:
+        errors.append("#new-for: no customer address: write #new-for ADDRESS, or forward "
+                      "the customer's mail (inline or as an attachment)")
+    elif policy.rules.member(requester) or requester in policy.own_addresses:
+        errors.append(f"#new-for: {requester} is one of us, not a customer")
+    if errors:
+        return Decision(
+            action="refused",
+            message_kind="staff",
+            events=(("refused", f"#new-for by {author} not applied: " + "; ".join(errors)),),
+            alerts=(Alert("refused", author, f"[not applied] {mail.subject}"[:200], (
+                "Your mail opened NO ticket and nothing reached a customer:", "",
+                *(f"  {e}" for e in errors), "", "Fix the line and send the mail again.")
+                , to=(author,)),),
+        )
+    name = original.name if original and original.address == requester else ""
+    customer = replace(
+        mail,
+        from_addr=requester,
+        from_name=name,
+        subject=(original.subject if original and original.subject else mail.subject),
+        text=(original.text if original and original.text else parsed.body),
+        html=None,
+        cc=(),
+        to=(),
+    )
+    decision = _new_ticket(customer, kind, thread, identity, sender, workload, policy, now,
+                           "ham")
+    return replace(decision, message_kind="customer",
+                   events=(("created", f"by {author} on behalf of {requester} (#new-for)"),
+                           *decision.events))
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _reopen_window_passed(

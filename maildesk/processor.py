@@ -141,7 +141,9 @@ def process_one(
         mark_ticket(session, ticket_id, decision.mark == "spam", runtime, spam_filter,
                     identity.address, now)
     row.status, row.ticket_id = "done", ticket_id
-    if ticket_id is None:
+    if decision.action == "refused":
+        row.error = "; ".join(d for _, d in decision.events if _ == "refused")[:2000]
+    elif ticket_id is None:
         row.error = "delivery report for a mail we do not know; kept, no ticket"
     session.add(row)
     return "done", ticket_id

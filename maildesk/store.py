@@ -373,6 +373,8 @@ def apply(
 ) -> int | None:
     """Write the decision: ticket, message, participants, events, outbox. Returns the ticket."""
     _queue_alerts(session, decision.alerts, runtime, now)
+    if decision.action == "refused":  # nothing opened; the raw mail stays in inbound
+        return None
     if decision.action == "orphan_bounce":
         _suppress(session, decision.suppress, runtime, now)
         return None
@@ -757,8 +759,9 @@ def _queue_alerts(
     admins = tuple(m.email for m in runtime.rules.admins)
     for alert in alerts:
         _kv_set(session, f"alert:{alert.kind}:{alert.address}"[:300], now.isoformat())
-        if admins:
-            out = operator_mail(runtime.settings.primary_address, admins, alert.subject,
+        to = alert.to or admins
+        if to:
+            out = operator_mail(runtime.settings.primary_address, to, alert.subject,
                                 alert.lines, now)
             add_outbox(session, None, f"alert_{alert.kind}", out, now)
 

@@ -259,3 +259,49 @@ def test_co_assignee_cc_canned_merge_and_time_by_mail(start_daemon, relay) -> No
     staff("#time 45m", ask_token, str(ask["Message-ID"]))
     assert d.scalar("select time_spent_minutes from ticket where id = 1") == 45
     assert d.scalar("select status from ticket where id = 1") == "resolved"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_new_for_opens_a_ticket_on_the_customers_behalf(start_daemon, relay) -> None:  # type: ignore[no-untyped-def]
+    sink = relay()
+    sink.start()
+    d = start_daemon(MAILDESK_OUTBOUND=f"smtp://127.0.0.1:{sink.port}",
+                     MAILDESK_TRUSTED_AUTHSERV_ID="mx.test")
+    passed = {"Authentication-Results": "mx.test; dkim=pass header.d=example.com"}
+
+    def forward(body: str, subject: str = "Fwd: Printer on fire",
+                proof: dict[str, str] | None = None) -> None:
+        send(d.port, staff_mail("alice@example.com", "support@localhost", body, None,
+                                subject=subject, extra=passed if proof is None else proof),
+             mail_from="alice@example.com")
+
+    forward("#new-for\n\nPlease help her.\n\n---------- Forwarded message ---------\n"
+            "From: Ann Customer <ann@example.org>\nDate: Mon, 23 Nov 2026 at 10:00\n"
+            "Subject: Printer on fire\nTo: alice@example.com\n\nMy printer is on fire.\n")
+    wait_for(lambda: d.scalar("select count(*) from ticket") == 1)
+    row = d.query("select requester, requester_name, subject from ticket")[0]
+    assert tuple(row) == ("ann@example.org", "Ann Customer", "Printer on fire")
+    confirmation = wait_for(lambda: received(sink, "ann@example.org"))[0]
+    assert "[MD-1]" in str(confirmation["Subject"])
+    events = [r[0] for r in d.query("select detail from event where ticket_id = 1")]
+    assert "by alice@example.com on behalf of ann@example.org (#new-for)" in events
+
+    # Outlook's forward, the customer named explicitly: that address wins
+    forward("#new-for carl@example.org\n\n-----Original Message-----\n"
+            "From: Ann Customer [mailto:ann@example.org]\nSent: Monday\n"
+            "Subject: Scanner\n\nThe scanner too.\n", subject="FW: Scanner")
+    wait_for(lambda: d.scalar("select count(*) from ticket") == 2)
+    assert d.scalar("select requester from ticket where id = 2") == "carl@example.org"
+
+    # no customer to be found: nothing opens, alice is told why
+    forward("#new-for\n\nJust a note without a forward.\n", subject="Note")
+    wait_for(lambda: any(str(m["Subject"]).startswith("[not applied]")
+                         for m in received(sink, "alice@example.com")))
+    assert d.scalar("select count(*) from ticket") == 2
+    refusal = next(m for m in received(sink, "alice@example.com")
+                   if str(m["Subject"]).startswith("[not applied]"))
+    assert "no customer address" in plain(refusal)
+    # a spoofed alice (no proof) is a customer: her #new-for is text, she is the requester
+    forward("#new-for mallory@evil.test\n\nHi\n", subject="Spoof", proof={})
+    wait_for(lambda: d.scalar("select count(*) from ticket") == 3)
+    assert d.scalar("select requester from ticket where id = 3") == "alice@example.com"
