@@ -4,7 +4,6 @@ time the test chooses, as the daemon's scheduler calls them with the time it is.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -16,8 +15,6 @@ from sqlmodel import Session
 
 from maildesk.db import make_engine, upgrade
 from maildesk.models import Ticket
-from maildesk.parsepool import ParserPool
-from maildesk.processor import Processor
 from maildesk.replytoken import reply_address
 from maildesk.runtime import Runtime, load_runtime
 from maildesk.settings import load_settings
@@ -28,9 +25,9 @@ from maildesk.slascan import (
     return_pending,
     scan_sla,
 )
-from maildesk.spool import Spool
 from tests.conftest import REPO
 from tests.mailkit import make_mail
+from tests.pipelinekit import feed
 
 SLA = """
 calendars:
@@ -80,25 +77,6 @@ def world(tmp_path: Path, database_url: str) -> Iterator[tuple[Engine, Runtime]]
                              secret=KEY)
     yield engine, load_runtime(settings)
     engine.dispose()
-
-
-def feed(engine: Engine, runtime: Runtime, *mails: bytes) -> None:
-    """Through the spool and the real pipeline, as mail arrives."""
-    async def run() -> None:
-        parser = ParserPool(workers=1)
-        spool = Spool(engine)
-        processor = Processor(engine, lambda: runtime, parser)
-        spool.start()
-        try:
-            for raw in mails:
-                await spool.accept(raw, "test")
-            await processor.drain()
-        finally:
-            await spool.stop()
-            processor.close()
-            parser.close()
-
-    asyncio.run(run())
 
 
 def one(engine: Engine, sql: str, **params: object) -> object:

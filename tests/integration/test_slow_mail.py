@@ -16,6 +16,7 @@ from maildesk.settings import load_settings
 from maildesk.spool import Spool
 from tests.conftest import REPO
 from tests.mailkit import make_mail
+from tests.pipelinekit import feed
 from tests.slowparse import parse_slowly
 
 
@@ -95,25 +96,11 @@ def test_a_reply_parsed_before_its_slow_original_joins_its_ticket(tmp_path: Path
     )
     runtime = load_runtime(settings)
 
-    async def scenario() -> None:
-        parser = ParserPool(timeout=10, parse=parse_slowly)
-        spool = Spool(engine)
-        processor = Processor(engine, lambda: runtime, parser)
-        spool.start()
-        try:
-            original = make_mail(body="SLOW-TO-PARSE printer", message_id="<orig@example.org>")
-            reply = make_mail(subject="Re: Printer on fire", body="and now it smokes",
-                              headers={"In-Reply-To": "<orig@example.org>"})
-            other = make_mail(sender="bea@example.org", subject="Unrelated")
-            for raw in (original, reply, other):
-                await spool.accept(raw, "test")
-            await processor.drain()
-        finally:
-            await spool.stop()
-            processor.close()
-            parser.close()
-
-    asyncio.run(scenario())
+    original = make_mail(body="SLOW-TO-PARSE printer", message_id="<orig@example.org>")
+    reply = make_mail(subject="Re: Printer on fire", body="and now it smokes",
+                      headers={"In-Reply-To": "<orig@example.org>"})
+    other = make_mail(sender="bea@example.org", subject="Unrelated")
+    feed(engine, runtime, original, reply, other, parse=parse_slowly)
     with engine.connect() as conn:
         rows = conn.execute(
             text("select body_text, ticket_id from message where direction = 'in'")
