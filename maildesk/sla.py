@@ -267,6 +267,7 @@ class ClientGroup(_Strict):
     addresses: tuple[Address, ...] = ()
     contacts: tuple[Address, ...] = ()  # the monthly report goes to them
     language: Literal["en", "ru"] | None = None  # of that mail; default MAILDESK_LANGUAGE
+    level: str | None = None  # the SLA level its people get (after `senders`)
 
     @model_validator(mode="after")
     def _members(self) -> ClientGroup:
@@ -306,6 +307,7 @@ class SlaConfig(_Strict):
         used: list[tuple[tuple[str | int, ...], str]] = [
             (("default_level",), self.default_level),
             *((("senders", i, "level"), s.level) for i, s in enumerate(self.senders)),
+            *((("clients", n, "level"), c.level) for n, c in self.clients.items() if c.level),
         ]
         defined = ", ".join(self.levels) or "none"
         problems = [
@@ -350,13 +352,17 @@ class SlaConfig(_Strict):
         return domain
 
     def level_for(self, mail: InboundMail, rule_level: str | None = None) -> str:
-        """The sender's registered level, else a rule's choice, else the default."""
+        """The sender's registered level (`senders`, then their client group's `level`),
+        else a rule's choice, else the default."""
         domain = mail.from_addr.rpartition("@")[2]
         for entry in self.senders:
             if mail.from_addr in {a.lower() for a in entry.from_address} or any(
                 domain == d.lower() or domain.endswith("." + d.lower()) for d in entry.from_domain
             ):
                 return entry.level
+        client = self.clients.get(self.client_of(mail.from_addr))
+        if client is not None and client.level:
+            return client.level
         if rule_level in self.levels:
             return rule_level
         return self.default_level

@@ -11,6 +11,7 @@ import pytest
 from maildesk.errors import ConfigError
 from maildesk.promise import promise_text
 from maildesk.render import SAMPLE_CONTEXT, Templates
+from maildesk.parse import parse_mail
 from maildesk.sla import load_sla, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,3 +138,23 @@ def test_the_confirmation_promises_a_time_in_the_customers_words() -> None:
     text = templates.render("confirmation", "ru", {**SAMPLE_CONTEXT, "due": ru}).text
     assert "Первый ответ ожидайте до понедельника, 7 декабря, 14:30 (по московскому времени)." \
         in text
+
+
+def test_a_client_group_gives_its_people_a_level(tmp_path: Path) -> None:
+    path = tmp_path / "sla.yaml"
+    path.write_text(
+        "levels:\n"
+        "  standard: {first_response: 24h}\n"
+        "  gold: {first_response: 2h}\n"
+        "clients:\n"
+        "  acme: {domains: [acme.example], level: gold}\n"
+        "  other: {addresses: [x@other.example], level: platinum}\n"
+    )
+    with pytest.raises(ConfigError) as failed:
+        load_sla(path)
+    assert "clients.other.level: unknown SLA level 'platinum'" in str(failed.value)
+    path.write_text(path.read_text().replace("platinum", "standard"))
+    config = load_sla(path)
+    ann = parse_mail(b"From: ann@mail.acme.example\r\nSubject: x\r\n\r\nhi\r\n")
+    bea = parse_mail(b"From: bea@elsewhere.example\r\nSubject: x\r\n\r\nhi\r\n")
+    assert config.level_for(ann) == "gold" and config.level_for(bea) == "standard"
