@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from maildesk.errors import ConfigError
+from maildesk.parse import parse_mail
 from maildesk.promise import promise_text
 from maildesk.render import SAMPLE_CONTEXT, Templates
-from maildesk.parse import parse_mail
 from maildesk.sla import load_sla, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
