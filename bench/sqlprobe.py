@@ -77,6 +77,12 @@ def install(counter: StatementCounter) -> None:
     event.listen(Engine, "before_cursor_execute", counter)
 
 
+def uninstall(counter: StatementCounter) -> None:
+    from sqlalchemy import Engine, event
+
+    event.remove(Engine, "before_cursor_execute", counter)
+
+
 def _mail(i: int, tag: str, subject: str | None = None, reply_to_id: str | None = None) -> bytes:
     msg = EmailMessage()
     msg["From"] = f"Probe Customer {i} <probe{i}.{tag}@customers.example>"
@@ -215,6 +221,7 @@ def measure(
         assert [r[0] for r in results] == ["duplicate"] * n, results
     finally:
         probe.close()
+        uninstall(counter)
     return {
         "new": new_total / n,
         "reply": reply_total / n,
