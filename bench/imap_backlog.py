@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -216,8 +217,8 @@ def compare(rev: str, n: int, rounds: int, database_url: str) -> None:
     print(f"\nIMAP backlog end to end, {n} mails, median of {rounds} alternating runs each:")
     base, this = results.values()
     for name in base[0]:
-        b = sorted(r[name] for r in base)[len(base) // 2]
-        t = sorted(r[name] for r in this)[len(this) // 2]
+        b = statistics.median(r[name] for r in base)
+        t = statistics.median(r[name] for r in this)
         print(f"  {name:<32} baseline {b:8.1f}   this {t:8.1f}   this/baseline {t / b:5.2f}x")
 
 

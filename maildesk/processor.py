@@ -389,13 +389,13 @@ class Processor:
         again mail by mail, each in its own SAVEPOINT, so one bad mail parks only itself."""
         try:
             with _chunk_session(self._engine) as session:
-                results = self._process_chunk(session, items, runtime, spam_filter, now, None)
+                results = self._process_chunk(session, items, runtime, spam_filter, now, False)
                 session.commit()
             return results
         except Exception:
             log.info("a mail of this chunk failed; processing it mail by mail", exc_info=True)
         with _chunk_session(self._engine) as session:
-            results = self._process_chunk(session, items, runtime, spam_filter, now, [])
+            results = self._process_chunk(session, items, runtime, spam_filter, now, True)
             session.commit()
         return results
 
@@ -406,9 +406,9 @@ class Processor:
         runtime: Runtime,
         spam_filter: SpamFilter | None,
         now: datetime,
-        failures: list[tuple[str, int | None]] | None,
+        careful: bool,
     ) -> list[tuple[str, int | None]]:
-        """`failures` None: any error propagates; a list: each mail in a SAVEPOINT, and
+        """Not `careful`: any error propagates. `careful`: each mail in a SAVEPOINT, and
         a mail that fails is recorded as such. The inbound rows are read in one query
         and their results written in one executemany."""
         rows = {
@@ -429,7 +429,7 @@ class Processor:
                 results.append(("skipped", None))
                 continue
             args = (session, row, parsed, runtime, now, spam_filter, self._notify, known)
-            if failures is None:
+            if not careful:
                 done = process_one(*args)
             else:
                 try:
