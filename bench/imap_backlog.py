@@ -1,6 +1,7 @@
 """Benchmark: a backlog of mails in a real Dovecot INBOX until all are tickets.
 
     .venv/bin/python bench/imap_backlog.py [--mails 2000] [--database-url URL]
+                                           [--baseline GIT-REV [--rounds 2]]
 
 Prints, from one run on one machine:
   1. the ceiling: a bare imapclient loop that only FETCHes the same mails in
@@ -9,12 +10,21 @@ Prints, from one run on one machine:
      once): the IMAP side's own throughput, fetch + spool + verdict + move;
   3. maildesk end to end: poller + spool + the real pipeline, until every mail
      is a ticket and every message is in Processed.
+
+--baseline REV: step 3 also against a `git worktree` of REV (a temp dir, its code
+first on sys.path in a subprocess of this venv), alternating runs (A B A B ...),
+each on a fresh database and a fresh Dovecot; prints both and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +33,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# The tree whose maildesk (and rules, templates, test helpers) is measured: this one,
+# or a baseline worktree (set by --baseline for its subprocesses).
+TREE = Path(os.environ.get("MAILDESK_BENCH_TREE") or REPO)
+sys.path.insert(0, str(TREE))
 
 from sqlalchemy import Engine, func, update  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
@@ -79,9 +92,9 @@ async def pipeline(url: str, data: Path, real: bool) -> AsyncIterator[tuple[Engi
     settings = load_settings(
         data_dir=data,
         database_url=url,
-        rules=REPO / "rules.yaml",
-        sla=REPO / "sla.yaml",
-        templates=REPO / "templates",
+        rules=TREE / "rules.yaml",
+        sla=TREE / "sla.yaml",
+        templates=TREE / "templates",
         secret="bench",
     )
     runtime = load_runtime(settings)
@@ -145,12 +158,85 @@ async def poll_backlog(
     return n / elapsed, tickets, moved
 
 
+def end_to_end(n: int, database_url: str) -> dict[str, float]:
+    """Step 3 alone, on a fresh Dovecot: what a --baseline subprocess runs."""
+    server = start_dovecot()
+    work = Path(tempfile.mkdtemp(prefix="imap-bench-"))
+    try:
+        server.append(backlog(n, "real"), user="alice")
+        url = database_url or f"sqlite:///{work / 'real'}.db"
+        cpu = time.process_time()
+        rate, tickets, moved = asyncio.run(
+            poll_backlog(server, "alice", n, url, work / "data", real=True)
+        )
+        cpu = time.process_time() - cpu
+    finally:
+        server.remove()
+        shutil.rmtree(work, ignore_errors=True)
+    if tickets != n or moved != n:
+        sys.exit(f"FAILED: expected {n} tickets and {n} moved mails, got {tickets}, {moved}")
+    return {"mails/s": rate, "CPU ms per mail (this process)": cpu * 1000 / n}
+
+
+def compare(rev: str, n: int, rounds: int, database_url: str) -> None:
+    from bench.ingest import drop_database, fresh_database  # the orchestrator runs here
+
+    where = Path(tempfile.mkdtemp(prefix="imap-bench-baseline-"))
+    tree = where / f"baseline-{rev}"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(tree), rev],
+        check=True,
+    )
+    results: dict[str, list[dict[str, float]]] = {f"baseline {rev}": [], "this": []}
+    try:
+        for _ in range(rounds):
+            for label, root in ((f"baseline {rev}", tree), ("this", REPO)):
+                cmd = [sys.executable, __file__, "--mails", str(n), "--e2e-json"]
+                server = argparse.Namespace(database_url=database_url)
+                db = fresh_database(server, "imap")  # None for SQLite: a new file
+                if db:
+                    cmd += ["--database-url", db]
+                env = dict(os.environ, MAILDESK_BENCH_TREE=str(root))
+                try:
+                    out = subprocess.run(
+                        cmd, env=env, capture_output=True, text=True, check=False
+                    )
+                finally:
+                    drop_database(server, db)
+                if out.returncode:
+                    sys.exit(f"{label}: {out.stdout[-1000:]}{out.stderr[-3000:]}")
+                figures = json.loads(out.stdout.strip().splitlines()[-1])
+                results[label].append(figures)
+                print(f"{label:<22} " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()),
+                      flush=True)
+    finally:
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False
+        )
+        shutil.rmtree(where, ignore_errors=True)
+    print(f"\nIMAP backlog end to end, {n} mails, median of {rounds} alternating runs each:")
+    base, this = results.values()
+    for name in base[0]:
+        b = statistics.median(r[name] for r in base)
+        t = statistics.median(r[name] for r in this)
+        print(f"  {name:<32} baseline {b:8.1f}   this {t:8.1f}   this/baseline {t / b:5.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mails", type=int, default=2000)
     parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
+    parser.add_argument("--baseline", metavar="GIT-REV", help="compare step 3 with this")
+    parser.add_argument("--rounds", type=int, default=2, help="A/B pairs with --baseline")
+    parser.add_argument("--e2e-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     n = args.mails
+    if args.e2e_json:
+        print(json.dumps(end_to_end(n, args.database_url)))
+        return
+    if args.baseline:
+        compare(args.baseline, n, args.rounds, args.database_url)
+        return
     server = start_dovecot()
     work = Path(tempfile.mkdtemp(prefix="imap-bench-"))
     try:

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 from sqlmodel import create_engine
 
 from maildesk.errors import ConfigError, SchemaBehind
@@ -28,8 +28,16 @@ def make_engine(url: str) -> Engine:
         private = bool(path) and path != ":memory:"
         if private:
             Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Connections are pooled: the PRAGMAs below run once per connection, not once per
+        # transaction. Overflow is unbounded (a thread never waits for a free connection
+        # while holding one); the extra ones are closed when handed back.
+        pool: dict[str, Any] = (
+            {"poolclass": QueuePool, "pool_size": 5, "max_overflow": -1}
+            if private
+            else {"poolclass": NullPool}
+        )
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 60}, poolclass=NullPool
+            url, connect_args={"check_same_thread": False, "timeout": 60}, **pool
         )
 
         @event.listens_for(engine, "connect")

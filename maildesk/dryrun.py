@@ -55,7 +55,8 @@ def _one(
         session.flush()
         assert row.id is not None
         try:
-            outcome, ticket_id = process_one(session, row.id, parsed, runtime, now, spam, notify)
+            done = process_one(session, row, parsed, runtime, now, spam, notify)
+            outcome, ticket_id = done.outcome, done.ticket_id
             session.flush()
             ticket = session.get(Ticket, ticket_id) if ticket_id else None
             summary = (

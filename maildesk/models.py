@@ -73,14 +73,21 @@ class Inbound(SQLModel, table=True):
 
 
 class Ticket(SQLModel, table=True):
+    __table_args__ = (
+        # a sender's tickets of the last hour (storm guard); a member's open tickets
+        # (least_open), counted from the index alone
+        Index("ix_ticket_requester_created", "requester", "created_at"),
+        Index("ix_ticket_assignee_status", "assignee", "status"),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     subject: str = Field(sa_column=Column(Text, nullable=False))
     status: str = Field(default="new", max_length=20, index=True)
     priority: str = Field(default="normal", max_length=20)
     category: str = Field(default="general", max_length=100)
-    requester: str = Field(max_length=500, index=True)
+    requester: str = Field(max_length=500)
     requester_name: str = Field(default="", max_length=500)
-    assignee: str | None = Field(default=None, max_length=500, index=True)
+    assignee: str | None = Field(default=None, max_length=500)
     assigned_group: str | None = Field(default=None, max_length=100)
     sla_level: str = Field(default="standard", max_length=100)
     language: str = Field(default="en", max_length=10)
@@ -116,7 +123,7 @@ class Message(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("dedupe_key", name="uq_message_dedupe_key"),
-        Index("ix_message_sender_body", "from_addr", "body_hash"),
+        Index("ix_message_sender_body", "from_addr", "body_hash", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -180,7 +187,8 @@ class Outbox(SQLModel, table=True):
 
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
-        Index("ix_outbox_rcpt", "rcpt", "created_at"),
+        # per recipient and kind within the hour: the auto-reply and notification caps
+        Index("ix_outbox_rcpt_kind", "rcpt", "kind", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import mailbox
@@ -17,16 +18,17 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlparse
 
 import aiosmtplib
-from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine, bindparam, update
+from sqlalchemy import select as sa_select
+from sqlmodel import col
 
 from maildesk.errors import ConfigError, PermanentError, TransientError
 from maildesk.metrics import Metrics
@@ -35,17 +37,31 @@ from maildesk.models import Outbox
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)  # a crashed sender's rows are retried after this
-BATCH = 50
+BATCH = 50  # mails claimed and recorded together (a BatchTransport: delivered together)
+# Through a relay, a crash between sending and recording sends the batch again: keep the
+# mails in flight few.
+SMTP_BATCH = 10
 
 
 class Transport(Protocol):
     async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None: ...
 
 
+@runtime_checkable
+class BatchTransport(Protocol):
+    """A transport that delivers a batch durably at once (one sync of the batch), and
+    only once per key: a batch delivered again after a crash adds nothing."""
+
+    async def send_many(self, mails: Sequence[tuple[str, bytes]]) -> None: ...
+
+
 class MaildirTransport:
     """Development default: every outbound mail lands in a Maildir (open it in any client).
 
-    Delivered the Maildir way, durably: write to tmp/, fsync, rename into new/.
+    Delivered the Maildir way, durably: write to tmp/, fsync, rename into new/, fsync
+    new/. A batch shares the directory fsync, and each mail is named after its key
+    (the outbox Message-ID): delivering it again, as after a crash between delivery
+    and recording it sent, finds it in new/ and does not add a second copy.
     """
 
     def __init__(self, path: Path) -> None:
@@ -53,23 +69,39 @@ class MaildirTransport:
         path.parent.mkdir(parents=True, exist_ok=True)
         mailbox.Maildir(str(path), create=True)  # creates cur/ new/ tmp/
         self._count = itertools.count()
+        self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
     async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None:
-        await asyncio.to_thread(self._deliver, raw)
+        name = f"{time.time():.6f}.P{os.getpid()}Q{next(self._count)}.{self._host}"
+        await asyncio.to_thread(self._deliver, [(name, raw)])
 
-    def _deliver(self, raw: bytes) -> None:
-        name = f"{time.time():.6f}.P{os.getpid()}Q{next(self._count)}.{socket.gethostname()}"
-        tmp = self.path / "tmp" / name
-        with open(tmp, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, self.path / "new" / name)
-        fd = os.open(self.path / "new", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    async def send_many(self, mails: Sequence[tuple[str, bytes]]) -> None:
+        named = [(self._name(key), raw) for key, raw in mails]
+        await asyncio.to_thread(self._deliver, named)
+
+    def _name(self, key: str) -> str:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"maildesk-{digest}.{self._host}"
+
+    def _deliver(self, mails: Sequence[tuple[str, bytes]]) -> None:
+        new = self.path / "new"
+        moved = False
+        for name, raw in mails:
+            if (new / name).exists():
+                continue  # delivered before, not recorded: a crash came in between
+            tmp = self.path / "tmp" / name
+            with open(tmp, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(tmp, new / name)
+            moved = True
+        if moved:
+            fd = os.open(new, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -165,17 +197,32 @@ def _redact(url: str) -> str:
 def release_claims(engine: Engine) -> int:
     """At start of a single-instance (SQLite) daemon: rows a crashed run had claimed
     are due again now, instead of after the lease."""
-    with Session(engine) as session:
-        rows = session.exec(
-            select(Outbox).where(
-                Outbox.status == "queued", col(Outbox.next_attempt_at) > datetime.now(UTC)
-            )
-        ).all()
-        for row in rows:
-            row.next_attempt_at = datetime.now(UTC)
-            session.add(row)
-        session.commit()
-        return len(rows)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(Outbox)
+            .where(col(Outbox.status) == "queued", col(Outbox.next_attempt_at) > now)
+            .values(next_attempt_at=now)
+        )
+        return int(result.rowcount)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    row_id: int
+    mail_from: str
+    recipients: list[str]
+    raw: bytes
+    attempts: int
+    message_id: str
+
+
+@dataclass(frozen=True)
+class _Result:
+    row_id: int
+    result: str  # sent, failed, retry
+    error: str | None
+    attempts: int
 
 
 @dataclass
@@ -219,82 +266,154 @@ class OutboxSender:
                 await asyncio.wait_for(self.wake.wait(), timeout=idle_seconds)
 
     async def flush(self) -> FlushStats:
+        """Claim a batch, deliver it, record it in one transaction; again until none is
+        due. A mail is recorded sent only after the transport has it (durably, for the
+        Maildir); a crash in between delivers the batch again after the lease (at least
+        once), which a BatchTransport recognises and does not deliver twice."""
         stats = FlushStats()
         while True:
             claimed = await asyncio.to_thread(self._claim)
             if not claimed:
                 return stats
-            for row_id, mail_from, recipients, raw, attempts in claimed:
-                try:
-                    await self._transport.send(mail_from, recipients, raw)
-                except PermanentError as exc:
-                    await asyncio.to_thread(self._finish, row_id, "failed", str(exc), attempts + 1)
-                    log.error("outbox %s: relay refused permanently: %s", row_id, exc)
-                    stats.failed += 1
-                    self._count("failed")
-                except TransientError as exc:
-                    await asyncio.to_thread(self._retry, row_id, str(exc), attempts + 1)
-                    stats.retried += 1
-                    self._count("retry")
-                else:
-                    await asyncio.to_thread(self._finish, row_id, "sent", None, attempts + 1)
-                    stats.sent += 1
-                    self._count("sent")
+            results = await self._deliver(claimed)
+            await asyncio.to_thread(self._record, results)
+            for result in results:
+                self._count(result.result)
+            stats.sent += sum(r.result == "sent" for r in results)
+            stats.failed += sum(r.result == "failed" for r in results)
+            stats.retried += sum(r.result == "retry" for r in results)
             if stats.retried:  # the relay is struggling: leave the rest for the next round
                 return stats
+
+    async def _deliver(self, claimed: list[_Claimed]) -> list[_Result]:
+        if isinstance(self._transport, BatchTransport):
+            try:
+                await self._transport.send_many([(c.message_id, c.raw) for c in claimed])
+            except OSError as exc:  # the disk: try again later
+                error = f"{type(exc).__name__}: {exc}"
+                return [_Result(c.row_id, "retry", error, c.attempts + 1) for c in claimed]
+            return [_Result(c.row_id, "sent", None, c.attempts + 1) for c in claimed]
+        results = []
+        for c in claimed:
+            try:
+                await self._transport.send(c.mail_from, c.recipients, c.raw)
+            except PermanentError as exc:
+                log.error("outbox %s: relay refused permanently: %s", c.row_id, exc)
+                results.append(_Result(c.row_id, "failed", str(exc), c.attempts + 1))
+            except TransientError as exc:
+                results.append(_Result(c.row_id, "retry", str(exc), c.attempts + 1))
+            else:
+                results.append(_Result(c.row_id, "sent", None, c.attempts + 1))
+        return results
 
     def _count(self, result: str) -> None:
         if self._metrics:
             self._metrics.sent.labels(result).inc()
 
-    def _claim(self) -> list[tuple[int, str, list[str], bytes, int]]:
+    def _claim(self) -> list[_Claimed]:
+        """Due rows, leased for LEASE: one SELECT (FOR UPDATE SKIP LOCKED on PostgreSQL)
+        and one UPDATE, one transaction."""
         now = datetime.now(UTC)
-        with Session(self._engine) as session:
-            rows = session.exec(
-                select(Outbox)
-                .where(Outbox.status == "queued", col(Outbox.next_attempt_at) <= now)
+        batch = SMTP_BATCH if not isinstance(self._transport, BatchTransport) else BATCH
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                sa_select(
+                    col(Outbox.id),
+                    col(Outbox.mail_from),
+                    col(Outbox.recipients),
+                    col(Outbox.raw),
+                    col(Outbox.attempts),
+                    col(Outbox.message_id),
+                )
+                .where(col(Outbox.status) == "queued", col(Outbox.next_attempt_at) <= now)
                 .order_by(col(Outbox.id))
-                .limit(BATCH)
+                .limit(batch)
                 .with_for_update(skip_locked=True)
             ).all()
-            claimed = []
-            for row in rows:
-                assert row.id is not None
-                row.next_attempt_at = now + LEASE
-                session.add(row)
-                mail_from = self._return_path(row.id) if self._return_path else row.mail_from
-                claimed.append(
-                    (row.id, mail_from, list(row.recipients), bytes(row.raw), row.attempts)
+            if not rows:
+                return []
+            ids = [int(r[0] or 0) for r in rows]
+            conn.execute(
+                update(Outbox).where(col(Outbox.id).in_(ids)).values(next_attempt_at=now + LEASE)
+            )
+        return [
+            _Claimed(
+                row_id=row_id,
+                mail_from=self._return_path(row_id) if self._return_path else mail_from,
+                recipients=list(recipients),
+                raw=bytes(raw),
+                attempts=int(attempts),
+                message_id=str(message_id),
+            )
+            for row_id, (_, mail_from, recipients, raw, attempts, message_id) in zip(
+                ids, rows, strict=True
+            )
+        ]
+
+    def _record(self, results: list[_Result]) -> None:
+        """Every result of a batch in one transaction, by id: no row is read first."""
+        now = datetime.now(UTC)
+        sent, failed, retry = [], [], []
+        for r in results:
+            if r.result == "sent":
+                sent.append({"row_id": r.row_id, "attempts": r.attempts, "sent_at": now})
+            elif r.result == "failed" or r.attempts >= self.max_attempts:
+                error = r.error
+                if r.result == "retry":
+                    error = f"gave up after {r.attempts} attempts: {r.error}"
+                    log.error("outbox %s: %s", r.row_id, error)
+                failed.append({"row_id": r.row_id, "attempts": r.attempts, "error": error})
+            else:
+                delay = min(self.backoff * 2 ** (r.attempts - 1), self.backoff_max)
+                delay *= random.uniform(0.8, 1.2)
+                retry.append(
+                    {
+                        "row_id": r.row_id,
+                        "attempts": r.attempts,
+                        "error": r.error,
+                        "due": now + timedelta(seconds=delay),
+                    }
                 )
-            session.commit()
-        return claimed
-
-    def _finish(self, row_id: int, status: str, error: str | None, attempts: int) -> None:
-        with Session(self._engine) as session:
-            row = session.get(Outbox, row_id)
-            if row is None:
-                return
-            row.status, row.last_error, row.attempts = status, error, attempts
-            if status == "sent":
-                row.sent_at = datetime.now(UTC)
-            session.add(row)
-            session.commit()
-
-    def _retry(self, row_id: int, error: str, attempts: int) -> None:
-        if attempts >= self.max_attempts:
-            self._finish(row_id, "failed", f"gave up after {attempts} attempts: {error}", attempts)
-            log.error("outbox %s: gave up after %d attempts: %s", row_id, attempts, error)
-            return
-        delay = min(self.backoff * 2 ** (attempts - 1), self.backoff_max)
-        delay *= random.uniform(0.8, 1.2)
-        with Session(self._engine) as session:
-            row = session.get(Outbox, row_id)
-            if row is None:
-                return
-            row.attempts, row.last_error = attempts, error
-            row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
-            session.add(row)
-            session.commit()
-        log.warning(
-            "outbox %s: attempt %d failed (%s); next in %.0f s", row_id, attempts, error, delay
-        )
+                log.warning(
+                    "outbox %s: attempt %d failed (%s); next in %.0f s",
+                    r.row_id,
+                    r.attempts,
+                    r.error,
+                    delay,
+                )
+        by_id = col(Outbox.id) == bindparam("row_id")
+        with self._engine.begin() as conn:
+            if sent:
+                conn.execute(
+                    update(Outbox)
+                    .where(by_id)
+                    .values(
+                        status="sent",
+                        last_error=None,
+                        attempts=bindparam("attempts"),
+                        sent_at=bindparam("sent_at"),
+                    ),
+                    sent,
+                )
+            if failed:
+                conn.execute(
+                    update(Outbox)
+                    .where(by_id)
+                    .values(
+                        status="failed",
+                        last_error=bindparam("error"),
+                        attempts=bindparam("attempts"),
+                    ),
+                    failed,
+                )
+            if retry:
+                conn.execute(
+                    update(Outbox)
+                    .where(by_id)
+                    .values(
+                        last_error=bindparam("error"),
+                        attempts=bindparam("attempts"),
+                        next_attempt_at=bindparam("due"),
+                    ),
+                    retry,
+                )

@@ -13,13 +13,14 @@ import contextlib
 import logging
 import re
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, or_
+from sqlalchemy import Engine, bindparam, event, or_, update
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
@@ -34,6 +35,7 @@ from maildesk.parse import InboundMail
 from maildesk.parsepool import ParseFailure, ParserPool
 from maildesk.pipeline import SenderFacts, Workload, decide
 from maildesk.quarantine import mark_ticket
+from maildesk.rules import evaluate
 from maildesk.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -63,35 +65,50 @@ class DrainStats:
     failed: int = 0
 
 
+@dataclass(frozen=True)
+class Processed:
+    """What became of one spooled mail: recorded on its inbound row by the caller."""
+
+    outcome: str  # done, duplicate, failed, skipped
+    ticket_id: int | None = None
+    dedupe_key: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class KnownKeys:
+    """Dedupe keys looked up for a whole chunk at once: `checked` were looked up (keys
+    that occur once in the chunk), `stored` maps those already stored to their ticket."""
+
+    checked: frozenset[str] = frozenset()
+    stored: Mapping[str, int] = field(default_factory=dict)
+
+    def ticket_of(self, session: Session, key: str) -> int | None:
+        if key in self.checked:
+            return self.stored.get(key)
+        return store.is_duplicate(session, key)
+
+
 def process_one(
     session: Session,
-    inbound_id: int,
+    row: Inbound,
     parsed: InboundMail | ParseFailure,
     runtime: Runtime,
     now: datetime,
     spam_filter: SpamFilter | None = None,
     notify: NotifyPolicy | None = None,
-) -> tuple[str, int | None]:
-    """The flow of one mail (DESIGN.md): dedupe, classify, thread, decide, store."""
-    row = session.exec(
-        select(Inbound)
-        .options(defer(Inbound.raw))  # type: ignore[arg-type]  # the parse has the bytes
-        .where(Inbound.id == inbound_id)
-        .with_for_update(skip_locked=True)
-    ).first()
-    if row is None or row.status != "new":
-        return "skipped", None  # another instance has it, or it is finished
-    row.processed_at = now
+    known: KnownKeys = KnownKeys(),  # frozen: a shared default is safe
+) -> Processed:
+    """The flow of one mail (DESIGN.md): dedupe, classify, thread, decide, store.
+    The inbound row is only read: the caller records the result on it."""
     if isinstance(parsed, ParseFailure):
-        row.status, row.error = "failed", parsed.error
-        log.error("inbound %s kept raw, not processed: %s", inbound_id, parsed.error)
-        return "failed", None
+        log.error("inbound %s kept raw, not processed: %s", row.id, parsed.error)
+        return Processed("failed", error=parsed.error)
     mail = parsed
-    row.dedupe_key = mail.dedupe_key[:600]
-    existing = store.is_duplicate(session, mail.dedupe_key)
+    dedupe_key = mail.dedupe_key[:600]
+    existing = known.ticket_of(session, mail.dedupe_key)
     if existing is not None:
-        row.status, row.ticket_id = "duplicate", existing
-        return "duplicate", existing
+        return Processed("duplicate", existing, dedupe_key)
 
     kind = classify(mail, row.envelope_from, frozenset(runtime.settings.support_addresses))
     envelope_to = [a for a in row.envelope_to.split(",") if a]
@@ -102,11 +119,21 @@ def process_one(
         verdict = spam_filter.score(mail)
     new_ticket = thread.ticket is None and kind.kind != "bounce"
     sender = NO_FACTS
+    work = NO_WORKLOAD
     if new_ticket:
         # Storm guards count the last hour of live mail; an import of old mail is no storm.
         live = not row.source.startswith("file:")
         repeat = store.body_hash(mail) if live else None
-        sender = store.sender_facts(session, mail.from_addr, now, repeat, storms=live)
+        sender = store.sender_facts(
+            session,
+            mail.from_addr,
+            now,
+            repeat,
+            storms=live,
+            storm_limit=runtime.settings.new_tickets_per_sender_per_hour,
+        )
+        # Only the group the rules pick is asked for its pointer or its members' load.
+        work = store.workload(session, runtime.rules, evaluate(runtime.rules, mail).group)
     if identity.is_staff and thread.ticket is not None:
         collision, held = store.staff_reply_facts(
             session, thread.ticket.id, mail, identity.address, runtime.settings.data_dir
@@ -122,7 +149,7 @@ def process_one(
         thread,
         identity,
         sender,
-        store.workload(session) if new_ticket else NO_WORKLOAD,
+        work,
         runtime.policy,
         now,
         spam=verdict.band if verdict else "ham",
@@ -140,13 +167,49 @@ def process_one(
     if decision.mark is not None and ticket_id is not None:  # #spam / #ham by mail
         mark_ticket(session, ticket_id, decision.mark == "spam", runtime, spam_filter,
                     identity.address, now)
-    row.status, row.ticket_id = "done", ticket_id
+    error = None
     if decision.action == "refused":
-        row.error = "; ".join(d for _, d in decision.events if _ == "refused")[:2000]
+        error = "; ".join(d for k, d in decision.events if k == "refused")[:2000]
     elif ticket_id is None:
-        row.error = "delivery report for a mail we do not know; kept, no ticket"
-    session.add(row)
-    return "done", ticket_id
+        error = "delivery report for a mail we do not know; kept, no ticket"
+    return Processed("done", ticket_id, dedupe_key, error)
+
+
+_RECORD_RESULT = (
+    update(Inbound)
+    .where(col(Inbound.id) == bindparam("row_id"))
+    .values(
+        status=bindparam("status"),
+        ticket_id=bindparam("ticket_id"),
+        dedupe_key=bindparam("dedupe_key"),
+        error=bindparam("error"),
+        processed_at=bindparam("processed_at"),
+    )
+)
+
+
+def _chunk_session(engine: Engine) -> Session:
+    """A session whose loaded rows stay in its identity map until it closes (a chunk of
+    at most COMMIT_EVERY mails): a ticket or round-robin pointer read while deciding is
+    not selected again when the decision is written."""
+    session = Session(engine)
+    kept: list[object] = []
+
+    @event.listens_for(session, "loaded_as_persistent")
+    def _keep(_session: Session, instance: object) -> None:
+        kept.append(instance)
+
+    return session
+
+
+def _known_keys(session: Session, parsed: Sequence[InboundMail | ParseFailure]) -> KnownKeys:
+    """Look up in one query the dedupe keys that occur once in a chunk (a key that occurs
+    twice is looked up when its turn comes, after the first one was stored)."""
+    counts = Counter(p.dedupe_key for p in parsed if isinstance(p, InboundMail))
+    once = frozenset(key for key, n in counts.items() if n == 1)
+    if not once:
+        return KnownKeys()
+    return KnownKeys(once, store.stored_dedupe_keys(session, sorted(once)))
 
 
 _MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
@@ -328,28 +391,77 @@ class Processor:
         spam_filter: SpamFilter | None,
         now: datetime,
     ) -> list[tuple[str, int | None]]:
+        """One transaction for the chunk. Tried first without a SAVEPOINT per mail (two
+        statements each); if anything fails, the whole chunk is rolled back and done
+        again mail by mail, each in its own SAVEPOINT, so one bad mail parks only itself."""
+        try:
+            with _chunk_session(self._engine) as session:
+                results = self._process_chunk(session, items, runtime, spam_filter, now, False)
+                session.commit()
+            return results
+        except Exception:
+            log.info("a mail of this chunk failed; processing it mail by mail", exc_info=True)
+        with _chunk_session(self._engine) as session:
+            results = self._process_chunk(session, items, runtime, spam_filter, now, True)
+            session.commit()
+        return results
+
+    def _process_chunk(
+        self,
+        session: Session,
+        items: list[tuple[int, InboundMail | ParseFailure]],
+        runtime: Runtime,
+        spam_filter: SpamFilter | None,
+        now: datetime,
+        careful: bool,
+    ) -> list[tuple[str, int | None]]:
+        """Not `careful`: any error propagates. `careful`: each mail in a SAVEPOINT, and
+        a mail that fails is recorded as such. The inbound rows are read in one query
+        and their results written in one executemany."""
+        rows = {
+            row.id: row
+            for row in session.exec(
+                select(Inbound)
+                .options(defer(Inbound.raw))  # type: ignore[arg-type]  # the parse has the bytes
+                .where(col(Inbound.id).in_([i for i, _ in items]), Inbound.status == "new")
+                .with_for_update(skip_locked=True)
+            )
+        }
+        known = _known_keys(session, [p for _, p in items])
         results: list[tuple[str, int | None]] = []
-        with Session(self._engine) as session:
-            for inbound_id, parsed in items:
+        finished: list[dict[str, object]] = []
+        for inbound_id, parsed in items:
+            row = rows.get(inbound_id)
+            if row is None:  # another instance has it, or it is finished
+                results.append(("skipped", None))
+                continue
+            args = (session, row, parsed, runtime, now, spam_filter, self._notify, known)
+            if not careful:
+                done = process_one(*args)
+            else:
                 try:
                     with session.begin_nested():
-                        results.append(
-                            process_one(
-                                session,
-                                inbound_id,
-                                parsed,
-                                runtime,
-                                now,
-                                spam_filter,
-                                self._notify,
-                            )
-                        )
+                        done = process_one(*args)
                 except Exception as exc:
                     # IntegrityError included: a concurrent instance stored the same
                     # Message-ID first, and the next pass records it as a duplicate.
                     log.exception("inbound %s: pipeline error", inbound_id)
                     results.append(self._record_failure(session, inbound_id, exc))
-            session.commit()
+                    continue
+            results.append((done.outcome, done.ticket_id))
+            finished.append(
+                {
+                    "row_id": inbound_id,
+                    "status": done.outcome,
+                    "ticket_id": done.ticket_id,
+                    "dedupe_key": done.dedupe_key,
+                    "error": done.error,
+                    "processed_at": now,
+                }
+            )
+        if finished:
+            session.flush()
+            session.connection().execute(_RECORD_RESULT, finished)
         return results
 
     def _record_failure(

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import func
+from sqlalchemy import func, insert, literal, null, union_all
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from maildesk.alerts import operator_mail
@@ -51,6 +52,7 @@ from maildesk.pipeline import (
     may_join,
 )
 from maildesk.replytoken import verify_bounce, verify_rating
+from maildesk.rules import RulesConfig
 from maildesk.runtime import Runtime
 from maildesk.sla import SlaConfig
 from maildesk.slastore import advance_clocks, start_clocks
@@ -113,24 +115,32 @@ def is_duplicate(session: Session, dedupe_key: str) -> int | None:
     return session.exec(select(Message.ticket_id).where(Message.dedupe_key == dedupe_key)).first()
 
 
+def stored_dedupe_keys(session: Session, keys: Sequence[str]) -> dict[str, int]:
+    """Which of these dedupe keys are stored already, and on which ticket (one query)."""
+    if not keys:
+        return {}
+    rows = session.exec(
+        select(Message.dedupe_key, Message.ticket_id).where(col(Message.dedupe_key).in_(keys))
+    ).all()
+    return {str(key): int(ticket) for key, ticket in rows if key is not None}
+
+
 def _tickets_by_message_ids(session: Session, ids: Sequence[str]) -> dict[str, int]:
     """Message-ID -> ticket, for mail we stored or sent."""
     ids = [i for i in dict.fromkeys(ids) if i][:50]
     if not ids:
         return {}
+    sent = select(literal(0), Outbox.message_id, Outbox.ticket_id).where(
+        col(Outbox.message_id).in_(ids), col(Outbox.ticket_id).is_not(None)
+    )
+    stored = select(literal(1), Message.message_id, Message.ticket_id).where(
+        col(Message.message_id).in_(ids)
+    )
+    both: Any = union_all(sent, stored)  # one statement: what we sent wins
     found: dict[str, int] = {}
-    for out_id, out_ticket in session.exec(
-        select(Outbox.message_id, Outbox.ticket_id).where(
-            col(Outbox.message_id).in_(ids), col(Outbox.ticket_id).is_not(None)
-        )
-    ):
-        if out_ticket is not None:
-            found[out_id] = out_ticket
-    for in_id, in_ticket in session.exec(
-        select(Message.message_id, Message.ticket_id).where(col(Message.message_id).in_(ids))
-    ):
-        if in_id is not None:
-            found.setdefault(in_id, in_ticket)
+    for _, message_id, ticket_id in sorted(session.exec(both).all(), key=lambda r: r[0]):
+        if message_id is not None and ticket_id is not None:
+            found.setdefault(message_id, ticket_id)
     return found
 
 
@@ -278,9 +288,27 @@ def sender_facts(
     now: datetime,
     same_body: str | None = None,
     storms: bool = True,
+    storm_limit: int | None = None,
 ) -> SenderFacts:
+    """What the guards need to know about a sender, in one statement; each part is a
+    lookup in an index bounded by the sender's last hour (migration 0005). The latest
+    ticket is read only when the storm guard can use it (at `storm_limit` tickets)."""
     hour_ago = now - timedelta(hours=1)
-    count = session.exec(
+    live = bool(address) and storms
+    mine = (Ticket.requester == address, col(Ticket.created_at) >= hour_ago)
+    same_query: Any = null()
+    if live and same_body is not None:
+        same_query = (
+            select(Message.ticket_id)
+            .where(
+                Message.from_addr == address,
+                Message.body_hash == same_body,
+                col(Message.created_at) >= hour_ago,
+            )
+            .limit(1)
+            .scalar_subquery()
+        )
+    facts: Any = sa_select(  # sqlmodel's select() takes at most four columns
         select(func.count())
         .select_from(Outbox)
         .where(
@@ -288,36 +316,35 @@ def sender_facts(
             Outbox.kind == "confirmation",
             col(Outbox.created_at) >= hour_ago,
         )
-    ).one()
-    suppression = session.get(Suppression, address) if address else None
-    new_tickets = 0
+        .scalar_subquery(),
+        select(Suppression.until).where(Suppression.address == address).scalar_subquery(),
+        select(func.count()).select_from(Ticket).where(*mine).scalar_subquery(),
+        select(func.max(Ticket.id)).where(*mine).scalar_subquery(),
+        same_query,
+        select(KV.value).where(KV.key == f"alert:storm:{address}"[:300]).scalar_subquery(),
+    )
+    row = session.exec(facts).one()
+    count, until, new_tickets, latest_id, same_id, alerted_at = row
     latest: TicketState | None = None
     same: TicketState | None = None
-    if address and storms:
-        recent = session.exec(
-            select(Ticket)
-            .where(Ticket.requester == address, col(Ticket.created_at) >= hour_ago)
-            .order_by(col(Ticket.id).desc())
-        ).all()
-        new_tickets = len(recent)
-        latest = ticket_state(session, recent[0]) if recent else None
-        if same_body is not None:
-            ticket_id = session.exec(
-                select(Message.ticket_id).where(
-                    Message.from_addr == address,
-                    Message.body_hash == same_body,
-                    col(Message.created_at) >= hour_ago,
-                )
-            ).first()
-            found = session.get(Ticket, ticket_id) if ticket_id is not None else None
-            same = ticket_state(session, found) if found is not None else None
+    if live and latest_id is not None and (storm_limit is None or new_tickets >= storm_limit):
+        found = session.get(Ticket, latest_id)
+        latest = ticket_state(session, found) if found is not None else None
+    if live and same_body is not None and same_id is not None:
+        found = session.get(Ticket, same_id)
+        same = ticket_state(session, found) if found is not None else None
+    alerted = frozenset(
+        {"storm"}
+        if address and alerted_at and datetime.fromisoformat(alerted_at) > hour_ago
+        else ()
+    )
     return SenderFacts(
         auto_replies_last_hour=int(count),
-        suppressed=suppression is not None and suppression.until > now,
-        new_tickets_last_hour=new_tickets,
+        suppressed=bool(address) and until is not None and until > now,
+        new_tickets_last_hour=int(new_tickets) if live else 0,
         latest_ticket=latest,
         same_body_ticket=same,
-        alerted=recent_alerts(session, {"storm": address}, now),
+        alerted=alerted,
     )
 
 
@@ -333,16 +360,24 @@ def recent_alerts(session: Session, keys: dict[str, str | None], now: datetime) 
     return frozenset(found)
 
 
-def workload(session: Session) -> Workload:
-    rows = session.exec(
-        select(Ticket.assignee, func.count())
-        .where(col(Ticket.status).in_(OPEN_STATUSES), col(Ticket.assignee).is_not(None))
-        .group_by(Ticket.assignee)
-    ).all()
-    pointers = session.exec(select(KV).where(col(KV.key).startswith("rr:"))).all()
+def workload(session: Session, rules: RulesConfig, group: str | None) -> Workload:
+    """What assigning a new ticket to `group` needs: its round-robin pointer (one key;
+    kept in the session, so recording the next pick reads it no more), and for a
+    least_open group its members' open tickets, counted from (assignee, status) alone."""
+    if group is None or group not in rules.groups:
+        return Workload(open_counts={}, last_assigned={})
+    pointer = session.get(KV, f"rr:{group}")
+    counts: dict[str, int] = {}
+    members = [m.email for m in rules.members_of(group)]
+    if rules.groups[group].strategy == "least_open" and members:
+        rows = session.exec(
+            select(Ticket.assignee, func.count())
+            .where(col(Ticket.assignee).in_(members), col(Ticket.status).in_(OPEN_STATUSES))
+            .group_by(Ticket.assignee)
+        ).all()
+        counts = {str(a): int(n) for a, n in rows}
     return Workload(
-        open_counts={str(a): int(n) for a, n in rows},
-        last_assigned={kv.key.removeprefix("rr:"): kv.value for kv in pointers},
+        open_counts=counts, last_assigned={group: pointer.value} if pointer else {}
     )
 
 
@@ -436,8 +471,7 @@ def apply(
         session.add(ticket)
     assert ticket.id is not None
     actor = mail.from_addr or "(unknown sender)"
-    for kind, detail in decision.events:
-        session.add(Event(ticket_id=ticket.id, at=now, actor=actor, kind=kind, detail=detail))
+    _add_events(session, ticket.id, now, actor, decision.events)
 
     message = Message(
         ticket_id=ticket.id,
@@ -567,6 +601,25 @@ def _merge_people(session: Session, ticket: Ticket, into: int, now: datetime) ->
     if moved:
         detail += f"; now on it: {', '.join(moved)}"
     session.add(Event(ticket_id=into, at=now, actor="maildesk", kind="merge", detail=detail))
+
+
+def _add_events(
+    session: Session,
+    ticket_id: int,
+    now: datetime,
+    actor: str,
+    events: Sequence[tuple[str, str]],
+) -> None:
+    """The events of one decision in one statement (the ORM inserts SQLite rows one by one)."""
+    if events:
+        session.flush()  # the ticket row first
+        session.connection().execute(
+            insert(Event),
+            [
+                {"ticket_id": ticket_id, "at": now, "actor": actor, "kind": k, "detail": d}
+                for k, d in events
+            ],
+        )
 
 
 def queue_mails(

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine, delete
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from maildesk.models import KV
@@ -66,14 +69,26 @@ class StateStore:
         failures: dict[int, Failure] | None = None,
         cleared: set[int] | None = None,
     ) -> None:
-        """Record progress and failure counts in one transaction."""
-        with Session(self._engine) as session:
-            if last_uid is not None:
-                session.merge(KV(key=f"{self._key}:last_uid", value=str(last_uid)))
-            for uid, failure in (failures or {}).items():
-                value = json.dumps({"count": failure.count, "error": failure.error[:2000]})
-                session.merge(KV(key=f"{self._key}:fail:{uid}", value=value))
+        """Record progress and failure counts in one transaction, as upserts (no row is
+        read first)."""
+        rows = []
+        if last_uid is not None:
+            rows.append({"key": f"{self._key}:last_uid", "value": str(last_uid)})
+        for uid, failure in (failures or {}).items():
+            value = json.dumps({"count": failure.count, "error": failure.error[:2000]})
+            rows.append({"key": f"{self._key}:fail:{uid}", "value": value})
+        with self._engine.begin() as conn:
+            if rows:
+                conn.execute(_upsert(conn.dialect.name), rows)
             if cleared:
                 keys = [f"{self._key}:fail:{uid}" for uid in cleared]
-                session.exec(delete(KV).where(col(KV.key).in_(keys)))
-            session.commit()
+                conn.execute(delete(KV).where(col(KV.key).in_(keys)))
+
+
+def _upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE, in the engine's dialect."""
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(KV)
+    return stmt.on_conflict_do_update(
+        index_elements=[col(KV.key)], set_={"value": stmt.excluded.value}
+    )
