@@ -35,6 +35,7 @@ from maildesk.parsepool import ParseFailure, ParserPool
 from maildesk.pipeline import SenderFacts, Workload, decide
 from maildesk.quarantine import mark_ticket
 from maildesk.runtime import Runtime
+from maildesk.spamlearn import Lesson, SureLearner, queue_lesson
 
 if TYPE_CHECKING:
     from maildesk.spam import SpamFilter
@@ -71,8 +72,13 @@ def process_one(
     now: datetime,
     spam_filter: SpamFilter | None = None,
     notify: NotifyPolicy | None = None,
+    lessons: list[Lesson] | None = None,
 ) -> tuple[str, int | None]:
-    """The flow of one mail (DESIGN.md): dedupe, classify, thread, decide, store."""
+    """The flow of one mail (DESIGN.md): dedupe, classify, thread, decide, store.
+
+    With ``lessons`` (MAILDESK_SPAM_LEARN=sure), a new ticket from live mail scored in
+    a sure band is queued to be learned as its verdict, after the commit.
+    """
     row = session.exec(
         select(Inbound)
         .options(defer(Inbound.raw))  # type: ignore[arg-type]  # the parse has the bytes
@@ -101,10 +107,10 @@ def process_one(
     if spam_filter is not None and not identity.is_staff:
         verdict = spam_filter.score(mail)
     new_ticket = thread.ticket is None and kind.kind != "bounce"
+    live = not row.source.startswith("file:")  # not an import (`maildesk ingest`)
     sender = NO_FACTS
     if new_ticket:
         # Storm guards count the last hour of live mail; an import of old mail is no storm.
-        live = not row.source.startswith("file:")
         repeat = store.body_hash(mail) if live else None
         sender = store.sender_facts(session, mail.from_addr, now, repeat, storms=live)
     if identity.is_staff and thread.ticket is not None:
@@ -140,6 +146,10 @@ def process_one(
     if decision.mark is not None and ticket_id is not None:  # #spam / #ham by mail
         mark_ticket(session, ticket_id, decision.mark == "spam", runtime, spam_filter,
                     identity.address, now)
+    sure = verdict is not None and verdict.scored and verdict.band != "unsure"
+    if lessons is not None and sure and live and decision.action == "new_ticket" and ticket_id:
+        assert verdict is not None
+        lessons.append(queue_lesson(session, ticket_id, mail, verdict.band == "spam"))
     row.status, row.ticket_id = "done", ticket_id
     if decision.action == "refused":
         row.error = "; ".join(d for _, d in decision.events if _ == "refused")[:2000]
@@ -178,8 +188,10 @@ class Processor:
         spam_filter: Callable[[], SpamFilter] | None = None,
         metrics: Metrics | None = None,
         notify: NotifyPolicy | None = None,
+        learner: SureLearner | None = None,
     ) -> None:
         self._metrics = metrics
+        self._learner = learner
         self._notify = notify
         self._engine = engine
         self._runtime = runtime
@@ -329,6 +341,7 @@ class Processor:
         now: datetime,
     ) -> list[tuple[str, int | None]]:
         results: list[tuple[str, int | None]] = []
+        lessons: list[Lesson] | None = [] if self._learner else None
         with Session(self._engine) as session:
             for inbound_id, parsed in items:
                 try:
@@ -342,6 +355,7 @@ class Processor:
                                 now,
                                 spam_filter,
                                 self._notify,
+                                lessons,
                             )
                         )
                 except Exception as exc:
@@ -350,6 +364,8 @@ class Processor:
                     log.exception("inbound %s: pipeline error", inbound_id)
                     results.append(self._record_failure(session, inbound_id, exc))
             session.commit()
+        if self._learner and lessons:  # a lesson whose savepoint rolled back finds no row
+            self._learner.add(lessons)
         return results
 
     def _record_failure(
