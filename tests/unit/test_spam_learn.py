@@ -84,8 +84,9 @@ class Desk:
 
 
 @pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Desk]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+def desk(tmp_path: Path, database_url: str) -> Iterator[Desk]:
+    """SQLite and PostgreSQL: the rows are what keeps a verdict from being counted twice."""
+    engine = make_engine(database_url)
     upgrade(engine)
     path = tmp_path / "spam-model.npz"
     trainer = SpamFilter(path=path)
