@@ -45,6 +45,7 @@ from maildesk.slascan import (
 )
 from maildesk.spam.live import LiveSpamFilter
 from maildesk.spam.model import SpamThresholds
+from maildesk.spamlearn import SureLearner
 from maildesk.spool import Spool
 
 log = logging.getLogger("maildesk")
@@ -127,6 +128,12 @@ async def _serve(
         settings.spam_model_path,
         SpamThresholds(settings.spam_ham_below, settings.spam_spam_above),
     )
+    learner = None
+    if settings.spam_learn == "sure":
+        learner = SureLearner(engine, spam, seconds=settings.spam_learn_seconds)
+        recovered = await asyncio.to_thread(learner.recover)
+        if recovered:
+            log.info("spam learning: %d sure verdicts left from the last run to learn", recovered)
     processor = Processor(
         engine,
         live.current,
@@ -134,6 +141,7 @@ async def _serve(
         on_committed=sender.wake.set,
         spam_filter=spam.current,
         metrics=metrics,
+        learner=learner,
     )
     spool = Spool(engine, on_stored=processor.wake.set)
     spool.start()
@@ -210,6 +218,8 @@ async def _serve(
         await processor.warm_up()
         tasks.append(loop.create_task(processor.run_forever(), name="pipeline"))
         tasks.append(loop.create_task(sender.run_forever(), name="outbox"))
+        if learner is not None:
+            tasks.append(loop.create_task(learner.run_forever(), name="spam-learning"))
         if notifier.watchdog_seconds:
             tasks.append(loop.create_task(_watchdog(notifier), name="watchdog"))
         await asyncio.to_thread(_ping_database, engine)  # reachable right now
@@ -255,6 +265,11 @@ async def _serve(
         await asyncio.gather(*tasks, return_exceptions=True)
         await spool.stop()
         await asyncio.to_thread(processor.close)  # a batch being committed finishes
+        if learner is not None:  # what is left stays queued for the next start if this fails
+            try:
+                await asyncio.to_thread(learner.flush)
+            except Exception:
+                log.exception("spam learning: last batch not learned; it is at the next start")
         if serving:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sender.flush(), max(0.5, deadline - time.monotonic()))

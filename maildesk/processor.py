@@ -37,6 +37,7 @@ from maildesk.pipeline import SenderFacts, Workload, decide
 from maildesk.quarantine import mark_ticket
 from maildesk.rules import evaluate
 from maildesk.runtime import Runtime
+from maildesk.spamlearn import Lesson, SureLearner, queue_lesson
 
 if TYPE_CHECKING:
     from maildesk.spam import SpamFilter
@@ -98,9 +99,14 @@ def process_one(
     spam_filter: SpamFilter | None = None,
     notify: NotifyPolicy | None = None,
     known: KnownKeys = KnownKeys(),  # frozen: a shared default is safe
+    lessons: list[Lesson] | None = None,
 ) -> Processed:
     """The flow of one mail (DESIGN.md): dedupe, classify, thread, decide, store.
-    The inbound row is only read: the caller records the result on it."""
+    The inbound row is only read: the caller records the result on it.
+
+    With ``lessons`` (MAILDESK_SPAM_LEARN=sure), a new ticket from live mail scored in
+    a sure band is queued to be learned as its verdict, after the commit.
+    """
     if isinstance(parsed, ParseFailure):
         log.error("inbound %s kept raw, not processed: %s", row.id, parsed.error)
         return Processed("failed", error=parsed.error)
@@ -118,11 +124,11 @@ def process_one(
     if spam_filter is not None and not identity.is_staff:
         verdict = spam_filter.score(mail)
     new_ticket = thread.ticket is None and kind.kind != "bounce"
+    live = not row.source.startswith("file:")  # not an import (`maildesk ingest`)
     sender = NO_FACTS
     work = NO_WORKLOAD
     if new_ticket:
         # Storm guards count the last hour of live mail; an import of old mail is no storm.
-        live = not row.source.startswith("file:")
         repeat = store.body_hash(mail) if live else None
         sender = store.sender_facts(
             session,
@@ -167,6 +173,10 @@ def process_one(
     if decision.mark is not None and ticket_id is not None:  # #spam / #ham by mail
         mark_ticket(session, ticket_id, decision.mark == "spam", runtime, spam_filter,
                     identity.address, now)
+    sure = verdict is not None and verdict.scored and verdict.band != "unsure"
+    if lessons is not None and sure and live and decision.action == "new_ticket" and ticket_id:
+        assert verdict is not None
+        lessons.append(queue_lesson(session, ticket_id, mail, verdict.band == "spam"))
     error = None
     if decision.action == "refused":
         error = "; ".join(d for k, d in decision.events if k == "refused")[:2000]
@@ -241,8 +251,10 @@ class Processor:
         spam_filter: Callable[[], SpamFilter] | None = None,
         metrics: Metrics | None = None,
         notify: NotifyPolicy | None = None,
+        learner: SureLearner | None = None,
     ) -> None:
         self._metrics = metrics
+        self._learner = learner
         self._notify = notify
         self._engine = engine
         self._runtime = runtime
@@ -394,17 +406,24 @@ class Processor:
         """One transaction for the chunk. Tried first without a SAVEPOINT per mail (two
         statements each); if anything fails, the whole chunk is rolled back and done
         again mail by mail, each in its own SAVEPOINT, so one bad mail parks only itself."""
-        try:
-            with _chunk_session(self._engine) as session:
-                results = self._process_chunk(session, items, runtime, spam_filter, now, False)
-                session.commit()
+        for careful in (False, True):
+            lessons: list[Lesson] | None = [] if self._learner else None
+            try:
+                with _chunk_session(self._engine) as session:
+                    results = self._process_chunk(
+                        session, items, runtime, spam_filter, now, careful, lessons
+                    )
+                    session.commit()
+            except Exception:
+                if careful:
+                    raise
+                log.info("a mail of this chunk failed; processing it mail by mail",
+                         exc_info=True)
+                continue
+            if self._learner and lessons:  # a lesson whose savepoint rolled back finds no row
+                self._learner.add(lessons)
             return results
-        except Exception:
-            log.info("a mail of this chunk failed; processing it mail by mail", exc_info=True)
-        with _chunk_session(self._engine) as session:
-            results = self._process_chunk(session, items, runtime, spam_filter, now, True)
-            session.commit()
-        return results
+        raise AssertionError("unreachable: the careful pass returns or raises")
 
     def _process_chunk(
         self,
@@ -414,6 +433,7 @@ class Processor:
         spam_filter: SpamFilter | None,
         now: datetime,
         careful: bool,
+        lessons: list[Lesson] | None = None,
     ) -> list[tuple[str, int | None]]:
         """Not `careful`: any error propagates. `careful`: each mail in a SAVEPOINT, and
         a mail that fails is recorded as such. The inbound rows are read in one query
@@ -435,7 +455,7 @@ class Processor:
             if row is None:  # another instance has it, or it is finished
                 results.append(("skipped", None))
                 continue
-            args = (session, row, parsed, runtime, now, spam_filter, self._notify, known)
+            args = (session, row, parsed, runtime, now, spam_filter, self._notify, known, lessons)
             if not careful:
                 done = process_one(*args)
             else:

@@ -1,8 +1,9 @@
 """Staff decisions on spam: quarantine a ticket, or release it as ham.
 
-`mark_ticket` is what `maildesk spam mark` calls, and what the staff `#spam` /
-`#ham` mail commands will call: it learns from the decision (never from the
-filter's own verdicts) and, on release, sends the confirmation that was held.
+`mark_ticket` is what `maildesk spam mark`, `maildesk do` and the staff `#spam` /
+`#ham` mail commands call: the model learns the decision (a sure verdict the
+daemon learned before is forgotten first: `spamlearn.relearn`) and, on release,
+the confirmation that was held goes out.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from maildesk.models import Event, Inbound, Message, Ticket
 from maildesk.parse import InboundMail, parse_mail
 from maildesk.pipeline import MailIntent, confirmation_refusal
 from maildesk.runtime import Runtime
+from maildesk.spamlearn import relearn
 from maildesk.tid import format_tid
 
 if TYPE_CHECKING:
@@ -28,17 +30,19 @@ QUARANTINE = "spam"
 HELD = "held"
 
 
-def _first_mail(session: Session, ticket_id: int) -> tuple[Inbound, InboundMail]:
+def _first_mail(session: Session, ticket_id: int) -> tuple[int, Inbound, InboundMail]:
+    """The ticket's first inbound message (the one the filter scored): id, raw, parsed."""
     row = session.exec(
-        select(Inbound)
+        select(Message.id, Inbound)
         .join(Message, col(Message.inbound_id) == col(Inbound.id))
         .where(Message.ticket_id == ticket_id, Message.direction == "in")
         .order_by(col(Message.id))
         .limit(1)
     ).first()
-    if row is None:
+    if row is None or row[0] is None:
         raise NotFound(f"{format_tid(ticket_id)} has no stored mail to learn from")
-    return row, parse_mail(bytes(row.raw))
+    message_id, inbound = row
+    return message_id, inbound, parse_mail(bytes(inbound.raw))
 
 
 def mark_ticket(
@@ -53,20 +57,19 @@ def mark_ticket(
     """Apply a staff decision in the caller's transaction; returns what happened, in words.
 
     The one entry point for staff decisions (`maildesk spam mark`, and the `#spam` /
-    `#ham` mail commands): the filter learns the mail at once and replaces its model
-    file atomically, which a running daemon reloads within 5 s. ``spam_filter`` None
+    `#ham` mail commands): the filter learns the mail at once (unless it already holds
+    it with that label) and replaces its model file atomically, which a running daemon
+    reloads within 5 s. ``spam_filter`` None
     (the model file is unusable, e.g. from an older maildesk) applies the decision
     without learning it.
     """
     ticket = session.get(Ticket, ticket_id)
     if ticket is None:
         raise NotFound(f"no ticket {format_tid(ticket_id)}")
-    inbound, mail = _first_mail(session, ticket_id)
-    learned = "model learned it"
+    message_id, inbound, mail = _first_mail(session, ticket_id)
+    learned = "model not updated"
     if spam_filter is not None:
-        spam_filter.learn([mail], [is_spam])
-    else:
-        learned = "model not updated"
+        learned = relearn(session, spam_filter, message_id, mail, is_spam)
     tid = format_tid(ticket_id)
     previous = ticket.status
     if is_spam:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     outbox_backoff_max_seconds: float = 1800.0
     spam_ham_below: float = 0.6
     spam_spam_above: float = 0.95
+    # sure: also learn each new live mail scored in a sure band as its verdict (README, Spam);
+    # corrections: learn staff decisions only.
+    spam_learn: Literal["sure", "corrections"] = "sure"
+    spam_learn_seconds: float = Field(default=30.0, gt=0)  # at most this long between batches
     log_level: str = "INFO"
     hostname: str = Field(default="localhost")
 

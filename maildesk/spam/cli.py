@@ -225,7 +225,8 @@ def eval_command(
             metavar="POLICY",
             help="With --online: 'sure' also learns each verdict in a sure band at once "
             "(corrected verdicts are forgotten, then the staff decision learned); "
-            "'corrections' (what the daemon does today) learns staff decisions only.",
+            "'corrections' learns staff decisions only. The daemon does as "
+            "MAILDESK_SPAM_LEARN says (default: sure).",
         ),
     ] = "corrections",
     model: ModelOption = None,

@@ -1,14 +1,17 @@
 """The daemon's spam filter: loaded at start, reloaded when the model file changes
-(e.g. after `maildesk spam train` or `spam mark` in another process)."""
+(e.g. after `maildesk spam train` or `spam mark` in another process), and the one the
+daemon's own learning (`maildesk.spamlearn`) writes through."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from maildesk.parse import InboundMail
 from maildesk.spam.model import SpamFilter, SpamModelError, SpamThresholds, file_stamp
+from maildesk.spam.tokenize import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +37,27 @@ class LiveSpamFilter:
         lock on the model file, counts that another process saved meanwhile are read
         first, so no decision is lost. Raises SpamModelError if the file is unusable.
         """
+        self.learn_tokens([tokenize(mail)], [is_spam])
+
+    def learn_tokens(self, documents: Sequence[list[str]], labels: Sequence[bool]) -> None:
+        """Learn a batch (the daemon's sure verdicts) in one atomic write of the model file."""
         with self._learning:
-            self._filter.learn([mail], [is_spam])
+            self._filter.learn_tokens(documents, labels)
+            self._stamp = file_stamp(self.path)
+
+    def forget_tokens(self, documents: Sequence[list[str]], labels: Sequence[bool]) -> None:
+        """Take back a batch learned with ``labels``, in one atomic write."""
+        with self._learning:
+            self._filter.forget_tokens(documents, labels)
             self._stamp = file_stamp(self.path)
 
     def reload_if_changed(self) -> None:
+        # Under the learning lock: a reload between another thread's write and its new
+        # stamp would load the file of before and then never see the change.
+        with self._learning:
+            self._reload_if_changed()
+
+    def _reload_if_changed(self) -> None:
         stamp = file_stamp(self.path)
         if stamp == self._stamp:
             return

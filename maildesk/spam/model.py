@@ -318,7 +318,7 @@ class SpamFilter:
         self, documents: Sequence[list[str]], labels: Sequence[bool], *, save: bool = True
     ) -> None:
         """Add token lists to their classes (True = spam); with ``save``, to the file too."""
-        self._add(documents, labels, 1.0, save)
+        self._add(((documents, labels, 1.0),), save)
 
     def forget_tokens(
         self, documents: Sequence[list[str]], labels: Sequence[bool], *, save: bool = True
@@ -328,32 +328,64 @@ class SpamFilter:
         Counts never go below zero, so forgetting a mail that was never learned
         only loses what other mails taught about its tokens, never breaks the model.
         """
-        self._add(documents, labels, -1.0, save)
+        self._add(((documents, labels, -1.0),), save)
+
+    def relabel_tokens(
+        self,
+        documents: Sequence[list[str]],
+        learned: Sequence[bool],
+        labels: Sequence[bool],
+        *,
+        save: bool = True,
+    ) -> None:
+        """Move mails learned as ``learned`` to ``labels`` (a sure verdict that staff
+        corrected): forget, then learn, under one lock and in one write of the file."""
+        self._add(((documents, learned, -1.0), (documents, labels, 1.0)), save)
+
+    def token_counts(self, tokens: list[str]) -> tuple[list[float], list[float]]:
+        """Per token: the ham mails and the spam mails learned that held it."""
+        if self._counts is None:
+            return [0.0] * len(tokens), [0.0] * len(tokens)
+        indices = self._indices(tokens)
+        return self._counts[0, indices].tolist(), self._counts[1, indices].tolist()
 
     def _add(
-        self, documents: Sequence[list[str]], labels: Sequence[bool], sign: float, save: bool
+        self,
+        changes: Sequence[tuple[Sequence[list[str]], Sequence[bool], float]],
+        save: bool,
     ) -> None:
-        if len(documents) != len(labels):
-            raise ValueError(f"{len(documents)} mails but {len(labels)} labels")
-        if not documents:
+        """Apply (documents, labels, +1 learn / -1 forget) changes in order, saving once."""
+        for documents, labels, _ in changes:
+            if len(documents) != len(labels):
+                raise ValueError(f"{len(documents)} mails but {len(labels)} labels")
+        if not any(documents for documents, _, _ in changes):
             return
-        matrix = self._vectorizer().transform(list(documents))
-        target = np.fromiter((1 if label else 0 for label in labels), dtype=np.int64)
+        vectorized = [
+            (
+                self._vectorizer().transform(list(documents)),
+                np.fromiter((1 if label else 0 for label in labels), dtype=np.int64),
+                sign,
+            )
+            for documents, labels, sign in changes
+            if documents
+        ]
         with self._lock, _file_lock(self.path, save):
             if save:
                 self._merge_file()
             if self._counts is None or self._classes is None:
                 self._counts = np.zeros((2, N_FEATURES), dtype=np.float64)
                 self._classes = np.zeros(2, dtype=np.float64)
-            for label in (0, 1):
-                rows = matrix[target == label]
-                # In place: a snapshot shares these arrays, and a score taken meanwhile may
-                # see some of this mail's tokens counted and not others (never an error).
-                np.add.at(self._counts[label], rows.indices, sign * rows.data)
-                self._classes[label] += sign * rows.shape[0]
-            if sign < 0:
-                np.maximum(self._counts, 0.0, out=self._counts)
-                np.maximum(self._classes, 0.0, out=self._classes)
+            for matrix, target, sign in vectorized:
+                for label in (0, 1):
+                    rows = matrix[target == label]
+                    # In place: a snapshot shares these arrays, and a score taken meanwhile
+                    # may see some of this mail's tokens counted and not others (never an
+                    # error).
+                    np.add.at(self._counts[label], rows.indices, sign * rows.data)
+                    self._classes[label] += sign * rows.shape[0]
+                if sign < 0:
+                    np.maximum(self._counts, 0.0, out=self._counts)
+                    np.maximum(self._classes, 0.0, out=self._classes)
             self._updates += 1
             self._snapshot = self._make_snapshot()
             if save:

@@ -16,6 +16,7 @@ from maildesk.classify import classify
 from maildesk.parse import parse_mail
 from maildesk.sources import iter_messages
 from maildesk.spam import SpamFilter, SpamThresholds
+from maildesk.spam.tokenize import tokenize
 from tests.conftest import base_env, maildesk_cli, wait_for
 from tests.mailkit import mails_to, make_mail, send, sent_mails
 from tests.russian_mail import customer_mail
@@ -38,15 +39,18 @@ def trained_model(corpora: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     yield tmp / "data" / "spam-model.npz"
 
 
-def pick(corpora: Path, label: str, band: str, model: Path) -> tuple[str, bytes]:
+def pick(
+    corpora: Path, label: str, band: str, model: Path, answerable: bool = True
+) -> tuple[str, bytes]:
     """A held-out corpus mail the model puts in the given band, from a sender we may answer
-    (most corpus ham is mailing-list mail, which never gets an automatic reply)."""
+    (most corpus ham is mailing-list mail, which never gets an automatic reply), or with
+    ``answerable`` False one we may not."""
     spam_filter = SpamFilter.load(model, SpamThresholds())
     held_out = sorted((corpora / "spamassassin" / label).iterdir())[-HELD_OUT:]
     for _, raw in iter_messages(held_out):
         mail = parse_mail(raw)
-        answerable = classify(mail, mail.from_addr, frozenset({"support@localhost"}))
-        if answerable.may_auto_reply and spam_filter.score(mail).band == band:
+        kind = classify(mail, mail.from_addr, frozenset({"support@localhost"}))
+        if kind.may_auto_reply == answerable and spam_filter.score(mail).band == band:
             return mail.from_addr, raw
     pytest.skip(f"no held-out {label} mail lands in the {band} band")  # pragma: no cover
 
@@ -58,7 +62,9 @@ def test_spam_quarantined_unsure_held_ham_confirmed(  # type: ignore[no-untyped-
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(trained_model, data / "spam-model.npz")
-    d = start_daemon()
+    # The daemon's own learning of sure verdicts waits: this test follows the model
+    # version of one staff decision (test_the_daemon_learns_its_sure_verdicts below).
+    d = start_daemon(MAILDESK_SPAM_LEARN_SECONDS="3600")
     spam_from, spam_raw = pick(corpora, "spam", "spam", trained_model)
     ham_from, ham_raw = pick(corpora, "ham", "ham", trained_model)
     unsure_from, unsure_raw = pick(corpora, "spam", "unsure", trained_model)
@@ -171,3 +177,64 @@ def test_staff_release_a_held_russian_customer_with_ham_by_mail(  # type: ignore
     wait_for(lambda: d.scalar("select status from ticket where id = 2") == "spam")
     wait_for(lambda: d.scalar("select count(*) from outbox where status = 'queued'") == 0)
     assert mails_to(data, "s.popov@bk.ru") == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_daemon_learns_its_sure_verdicts_and_staff_correct_them(  # type: ignore[no-untyped-def]
+    start_daemon, corpora: Path, trained_model: Path, tmp_path: Path
+) -> None:
+    """MAILDESK_SPAM_LEARN=sure (the default): sure ham and spam arriving live are learned
+    without anyone acting; an import and a reply are not; `spam mark ... ham` on the
+    quarantined one takes its spam verdict back before learning ham."""
+    data = tmp_path / "data"
+    data.mkdir()
+    model = data / "spam-model.npz"
+    shutil.copy(trained_model, model)
+    before = SpamFilter.load(model, SpamThresholds())
+    d = start_daemon(MAILDESK_SPAM_LEARN_SECONDS="1")
+    spam_from, spam_raw = pick(corpora, "spam", "spam", trained_model)
+    ham_from, ham_raw = pick(corpora, "ham", "ham", trained_model)
+    _, imported_raw = pick(corpora, "ham", "ham", trained_model, answerable=False)
+    spam_tokens = tokenize(parse_mail(spam_raw))
+
+    (tmp_path / "import.eml").write_bytes(imported_raw)
+    maildesk_cli(d.env, "ingest", "--no-notify", str(tmp_path / "import.eml"))
+    send(d.port, spam_raw, mail_from=spam_from)
+    send(d.port, ham_raw, mail_from=ham_from)
+    wait_for(lambda: d.scalar("select count(*) from ticket") == 3)
+
+    def learned() -> dict[str, str]:
+        rows = d.query("select m.from_addr, kv.value from kv join message m "
+                       "on kv.key = 'spam-learned:' || m.id")
+        return dict(rows)
+
+    wait_for(lambda: learned() == {spam_from: "spam", ham_from: "ham"})  # the import: none
+    after = SpamFilter.load(model, SpamThresholds())
+    assert after.model_version != before.model_version  # nobody marked anything
+    (ham0, spam0), (ham1, spam1) = before.class_counts(), after.class_counts()
+    assert (ham1, spam1) == (ham0 + 1, spam0 + 1)
+    wait_for(lambda: "spam learning: learned 2 sure verdicts (1 ham, 1 spam)" in d.log())
+    assert d.scalar("select status from ticket where requester = :a", a=spam_from) == "spam"
+
+    # A reply on a ticket is never scored for learning.
+    ham_tid = d.scalar("select id from ticket where requester = :a", a=ham_from)
+    send(d.port, make_mail(sender=ham_from, subject=f"Re: [MD-{ham_tid}] thanks",
+                           body="One more detail about my question.\n"), mail_from=ham_from)
+    wait_for(lambda: d.scalar("select count(*) from message where from_addr = :a "
+                              "and direction = 'in'", a=ham_from) == 2)
+
+    # Staff release the quarantined one: its spam verdict is forgotten, then ham learned.
+    spam_tid = d.scalar("select id from ticket where requester = :a", a=spam_from)
+    _, base_spam = before.token_counts(spam_tokens)
+    mid_ham, _ = after.token_counts(spam_tokens)
+    result = maildesk_cli(d.env, "spam", "mark", f"MD-{spam_tid}", "ham")
+    assert "model forgot its spam verdict and learned ham" in result.stdout
+    marked = SpamFilter.load(model, SpamThresholds())
+    ham2, spam2 = marked.token_counts(spam_tokens)
+    assert spam2 == base_spam  # token counts back where the trained model had them
+    assert ham2 == [h + 1 for h in mid_ham]
+    assert marked.class_counts() == (ham0 + 2, spam0)
+    assert learned() == {spam_from: "ham", ham_from: "ham"}
+    again = maildesk_cli(d.env, "spam", "mark", f"MD-{spam_tid}", "ham")
+    assert "model already had it" in again.stdout
+    assert SpamFilter.load(model, SpamThresholds()).class_counts() == (ham0 + 2, spam0)
