@@ -40,6 +40,7 @@ from maildesk.slascan import (
     auto_close,
     digest_unassigned,
     monthly_client_reports,
+    recompute_after_reload,
     return_pending,
     scan_sla,
 )
@@ -198,8 +199,8 @@ async def _serve(
         async def ticket_jobs() -> None:
             """SLA reminders, the unassigned digest, postponed and resolved tickets."""
             runtime = live.current()
-            for job in (scan_sla, digest_unassigned, return_pending, auto_close,
-                        monthly_client_reports):
+            for job in (recompute_after_reload, scan_sla, digest_unassigned, return_pending,
+                        auto_close, monthly_client_reports):
                 try:
                     await asyncio.to_thread(job, engine, runtime)
                 except Exception:  # one failing job must not stop the others or the daemon

@@ -9,11 +9,15 @@ thread; each takes `now`, so tests drive them on a controllable clock):
 - `return_pending`: postponed tickets whose date came (or, without a date, after
   `pending.return_after`) open again and their assignee is told;
 - `auto_close`: resolved tickets with no customer reply for `auto_close.after_days` close;
-- `monthly_client_reports`: from the 1st, last month's client reports (each once).
+- `monthly_client_reports`: from the 1st, last month's client reports (each once);
+- `recompute_after_reload`: when sla.yaml's calendars or levels changed, the running
+  tickets' due times are computed anew (once, by one daemon; an event on each).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -32,7 +36,7 @@ from maildesk.replytoken import reply_address
 from maildesk.rules import RulesConfig
 from maildesk.runtime import Runtime
 from maildesk.slaclock import Step
-from maildesk.slastore import advance_clocks, clocks_of, level_of
+from maildesk.slastore import advance_clocks, clocks_of, level_of, write_clocks
 from maildesk.store import add_outbox
 from maildesk.tid import format_tid, tagged_subject
 
@@ -296,3 +300,77 @@ def monthly_client_reports(engine: Engine, runtime: Runtime, now: datetime | Non
         queued = queue_client_reports(session, runtime, last_month, now)
         session.commit()
         return queued
+
+
+FINGERPRINT = "sla:fingerprint"
+RECOMPUTE_BATCH = 1000
+
+
+def sla_fingerprint(runtime: Runtime) -> str:
+    """What due times depend on: the calendars and levels of sla.yaml."""
+    sla = runtime.sla
+    data = json.dumps({
+        "calendars": {k: v.model_dump(mode="json") for k, v in sla.calendars.items()},
+        "levels": {k: v.model_dump(mode="json") for k, v in sla.levels.items()},
+        "default": sla.default_level,
+    }, sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def recompute_after_reload(engine: Engine, runtime: Runtime, now: datetime | None = None) -> int:
+    """After a reload that changed the calendars or levels: every running ticket's due
+    times from its creation (and latest customer reply) under the new ones. Claimed by
+    a compare-and-set on the stored fingerprint, so one daemon does it; returns how
+    many tickets changed. Time already stood still (pauses) is not counted again."""
+    now = now or datetime.now(UTC)
+    new = sla_fingerprint(runtime)
+    with Session(engine) as session:
+        stored = session.get(KV, FINGERPRINT)
+        if stored is None:  # the first run: the due times were made with this config
+            try:
+                with session.begin_nested():
+                    session.add(KV(key=FINGERPRINT, value=new))
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+            return 0
+        if stored.value == new:
+            return 0
+        claimed = session.execute(
+            update(KV).where(col(KV.key) == FINGERPRINT, col(KV.value) == stored.value)
+            .values(value=new)
+        )
+        if not claimed.rowcount:  # type: ignore[attr-defined]
+            session.rollback()
+            return 0
+        changed = 0
+        after = 0
+        while True:
+            tickets = session.exec(
+                select(Ticket).where(col(Ticket.id) > after,
+                                     col(Ticket.status).not_in(slaclock.STOPPED))
+                .order_by(col(Ticket.id)).limit(RECOMPUTE_BATCH)
+            ).all()
+            if not tickets:
+                break
+            for ticket in tickets:
+                assert ticket.id is not None
+                after = ticket.id
+                level, calendar = level_of(runtime.sla, ticket)
+                clocks = slaclock.relevel(level, calendar, ticket.created_at,
+                                          ticket.last_customer_at,
+                                          ticket.first_response_at is not None,
+                                          ticket.sla_paused_at)
+                if clocks == clocks_of(ticket):
+                    continue
+                write_clocks(ticket, clocks, runtime.sla)
+                session.add(ticket)
+                session.add(Event(ticket_id=ticket.id, at=now, actor="maildesk", kind="sla",
+                                  detail="due times computed anew: sla.yaml's calendars or "
+                                  "levels changed"))
+                changed += 1
+            session.flush()
+        session.commit()
+        if changed:
+            log.info("sla.yaml changed: due times of %d tickets computed anew", changed)
+        return changed

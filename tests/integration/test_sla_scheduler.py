@@ -22,6 +22,7 @@ from maildesk.slascan import (
     auto_close,
     digest_unassigned,
     monthly_client_reports,
+    recompute_after_reload,
     return_pending,
     scan_sla,
 )
@@ -245,3 +246,22 @@ def test_two_daemons_on_postgresql_send_each_step_once(
     assert sum(sent) == 20 * per_ticket
     assert one(engine, "select count(*) from sla_step") == 20 * per_ticket
     assert one(engine, "select count(distinct step || ticket_id) from sla_step") == 20 * per_ticket
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_changed_sla_yaml_recomputes_the_running_tickets_once(
+    world: tuple[Engine, Runtime], tmp_path: Path
+) -> None:
+    engine, runtime = world
+    feed(engine, runtime, make_mail(subject="Printer", message_id="<ann-1@example.org>"))
+    assert recompute_after_reload(engine, runtime) == 0  # the first run: nothing changed
+    before = ticket(engine).first_response_due
+    assert recompute_after_reload(engine, runtime) == 0
+    (tmp_path / "sla.yaml").write_text(SLA.replace("first_response: 2h", "first_response: 4h"))
+    reloaded = load_runtime(runtime.settings)
+    assert recompute_after_reload(engine, reloaded) == 1
+    after = ticket(engine).first_response_due
+    assert before is not None and after is not None
+    assert after - before == timedelta(hours=2)
+    assert recompute_after_reload(engine, reloaded) == 0  # once
+    assert one(engine, "select count(*) from event where detail like 'due times computed%'") == 1
