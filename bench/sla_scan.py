@@ -4,8 +4,8 @@
 
 Fills a fresh database (SQLite file in a temp dir, and/or a new database on the
 PostgreSQL at MAILDESK_TEST_PG, default postgresql+psycopg://postgres@127.0.0.1:5432/test)
-with `--tickets` open tickets whose next SLA step is days ahead, and `--due` whose warning
-and breach are due now. Then times, on the same database in the same run:
+with `--tickets` open tickets whose next SLA step is days ahead, and `--due` whose breach
+is due now (their warnings went out at an earlier scan): `--due` mails to send. Then times, on the same database in the same run:
 
 - scan: `maildesk.slascan.scan_sla` as the scheduler runs it (finds the due rows through
   the `sla_next_at` index, claims each step, renders and queues each mail, commits);
@@ -69,13 +69,12 @@ def fill(engine: Engine, tickets: int, now: datetime) -> None:
 
 
 def make_due(engine: Engine, due: int, now: datetime, round_no: int) -> None:
-    """The first `due` tickets: warning and breach due now (new due times each round,
-    so their steps are new and really sent)."""
+    """The first `due` tickets: their breach is due now (a new due time each round, so
+    the steps are new and really sent; their warning went out at an earlier scan)."""
     deadline = now - timedelta(minutes=1 + round_no)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE ticket SET first_response_due = :d, first_response_warn = :w,"
-                          " sla_next_at = :w WHERE id <= :n"),
-                     {"d": deadline, "w": deadline - timedelta(minutes=30), "n": due})
+        conn.execute(text("UPDATE ticket SET first_response_due = :d, first_response_warn = NULL,"
+                          " sla_next_at = :d WHERE id <= :n"), {"d": deadline, "n": due})
 
 
 def timed(fn: Callable[[], object], rounds: int, before: Callable[[int], None]) -> list[float]:
