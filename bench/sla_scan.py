@@ -5,7 +5,8 @@
 Fills a fresh database (SQLite file in a temp dir, and/or a new database on the
 PostgreSQL at MAILDESK_TEST_PG, default postgresql+psycopg://postgres@127.0.0.1:5432/test)
 with `--tickets` open tickets whose next SLA step is days ahead, and `--due` whose breach
-is due now (their warnings went out at an earlier scan): `--due` mails to send. Then times, on the same database in the same run:
+is due now (their warnings went out at an earlier scan): `--due` mails to send. Then
+times, on the same database in the same run:
 
 - scan: `maildesk.slascan.scan_sla` as the scheduler runs it (finds the due rows through
   the `sla_next_at` index, claims each step, renders and queues each mail, commits);
