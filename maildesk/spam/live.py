@@ -9,9 +9,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from maildesk.parse import InboundMail
 from maildesk.spam.model import SpamFilter, SpamModelError, SpamThresholds, file_stamp
-from maildesk.spam.tokenize import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +26,6 @@ class LiveSpamFilter:
 
     def current(self) -> SpamFilter:
         return self._filter
-
-    def learn(self, mail: InboundMail, is_spam: bool) -> None:
-        """A staff decision (`#spam`/`#ham` by mail): learned at once, the model file
-        replaced atomically.
-
-        Safe beside other writers (`maildesk spam mark`, another instance): under a
-        lock on the model file, counts that another process saved meanwhile are read
-        first, so no decision is lost. Raises SpamModelError if the file is unusable.
-        """
-        self.learn_tokens([tokenize(mail)], [is_spam])
 
     def learn_tokens(self, documents: Sequence[list[str]], labels: Sequence[bool]) -> None:
         """Learn a batch (the daemon's sure verdicts) in one atomic write of the model file."""

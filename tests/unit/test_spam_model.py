@@ -14,6 +14,7 @@ from maildesk.parse import InboundMail, parse_mail
 from maildesk.spam import SpamFilter, SpamModelError, SpamThresholds, SpamVerdict
 from maildesk.spam.live import LiveSpamFilter
 from maildesk.spam.model import COLD_START
+from maildesk.spam.tokenize import tokenize
 
 HAM_TEXTS = [
     "Hi team, the build on the staging server failed again after the kernel patch. "
@@ -361,7 +362,8 @@ def test_two_writers_of_one_model_file_lose_no_decision(trained: SpamFilter) -> 
     daemon = LiveSpamFilter(path, SpamThresholds())
     cli = SpamFilter.load(path, SpamThresholds())
     cli.learn([mail(SPAMMY, subject="FREE!!!")], [True])  # `spam mark` replaces the file
-    daemon.learn(mail(HAMMY, subject="Re: status"), False)  # `#ham` by mail, in the daemon
+    # the daemon's batch of sure verdicts
+    daemon.learn_tokens([tokenize(mail(HAMMY, subject="Re: status"))], [False])
     assert SpamFilter.load(path, SpamThresholds()).class_counts() == (21, 21)
     assert daemon.current().class_counts() == (21, 21)
     daemon.reload_if_changed()  # its own save is no change to reload
