@@ -13,7 +13,7 @@ from rich.console import Console
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from maildesk import store
+from maildesk import facts
 from maildesk.classify import classify
 from maildesk.db import make_engine, read_only, require_current_schema
 from maildesk.identity import authorise
@@ -46,7 +46,7 @@ def explain_thread(
     kind = classify(mail, None, frozenset(runtime.settings.support_addresses))
     identity = authorise(mail, envelope_to, runtime.trust)
     with Session(read_only(engine)) as session:
-        thread = store.lookup_thread(
+        thread = facts.lookup_thread(
             session, mail, kind, identity, envelope_to, runtime.hmac_key
         )
         session.rollback()

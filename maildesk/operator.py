@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from maildesk import store
+from maildesk import facts, store
 from maildesk.answer import apply_commands, command_errors
 from maildesk.commands import parse_commands
 from maildesk.decision import Decision
@@ -65,8 +65,8 @@ def run_commands(
         ).first()
         if ticket is None:
             raise NotFound(f"no ticket {format_tid(number)}")
-        state = store.ticket_state(session, ticket)
-        targets = store.merge_targets(session, [c.ticket for c in parsed.commands if c.ticket])
+        state = facts.ticket_state(session, ticket)
+        targets = facts.merge_targets(session, [c.ticket for c in parsed.commands if c.ticket])
         errors += command_errors(parsed.commands, state, targets, runtime.policy)
         if errors:
             raise MaildeskError("nothing applied:\n" + "\n".join(errors))
@@ -81,7 +81,7 @@ def run_commands(
         actor = f"{author} (maildesk do)"
         for kind, detail in applied.events:
             session.add(Event(ticket_id=number, at=now, actor=actor, kind=kind, detail=detail))
-        store.queue_mails(session, store.ticket_state(session, updated),
+        store.queue_mails(session, facts.ticket_state(session, updated),
                           _no_mail(updated.subject, author), updates, runtime, now)
         said = [f"{kind}: {detail}" for kind, detail in applied.events]
         if applied.mark is not None:

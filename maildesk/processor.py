@@ -24,7 +24,7 @@ from sqlalchemy import Engine, bindparam, event, or_, update
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from maildesk import store
+from maildesk import facts, store
 from maildesk.classify import classify
 from maildesk.db import is_postgres, read_only
 from maildesk.identity import authorise
@@ -87,7 +87,7 @@ class KnownKeys:
     def ticket_of(self, session: Session, key: str) -> int | None:
         if key in self.checked:
             return self.stored.get(key)
-        return store.is_duplicate(session, key)
+        return facts.is_duplicate(session, key)
 
 
 def process_one(
@@ -119,7 +119,7 @@ def process_one(
     kind = classify(mail, row.envelope_from, frozenset(runtime.settings.support_addresses))
     envelope_to = [a for a in row.envelope_to.split(",") if a]
     identity = authorise(mail, envelope_to, runtime.trust)
-    thread = store.lookup_thread(session, mail, kind, identity, envelope_to, runtime.hmac_key)
+    thread = facts.lookup_thread(session, mail, kind, identity, envelope_to, runtime.hmac_key)
     verdict = None
     if spam_filter is not None and not identity.is_staff:
         verdict = spam_filter.score(mail)
@@ -129,8 +129,8 @@ def process_one(
     work = NO_WORKLOAD
     if new_ticket:
         # Storm guards count the last hour of live mail; an import of old mail is no storm.
-        repeat = store.body_hash(mail) if live else None
-        sender = store.sender_facts(
+        repeat = facts.body_hash(mail) if live else None
+        sender = facts.sender_facts(
             session,
             mail.from_addr,
             now,
@@ -139,15 +139,15 @@ def process_one(
             storm_limit=runtime.settings.new_tickets_per_sender_per_hour,
         )
         # Only the group the rules pick is asked for its pointer or its members' load.
-        work = store.workload(session, runtime.rules, evaluate(runtime.rules, mail).group)
+        work = facts.workload(session, runtime.rules, evaluate(runtime.rules, mail).group)
     if identity.is_staff and thread.ticket is not None:
-        collision, held = store.staff_reply_facts(
+        collision, held = facts.staff_reply_facts(
             session, thread.ticket.id, mail, identity.address, runtime.settings.data_dir
         )
-        targets = store.merge_targets(session, store.merge_numbers(mail.text))
+        targets = facts.merge_targets(session, facts.merge_numbers(mail.text))
         sender = replace(sender, collision=collision, held=held, merge_targets=targets)
     if identity.spoof:
-        alerted = store.recent_alerts(session, {"spoof": identity.spoof}, now)
+        alerted = facts.recent_alerts(session, {"spoof": identity.spoof}, now)
         sender = replace(sender, alerted=sender.alerted | alerted)
     decision = decide(
         mail,
@@ -219,7 +219,7 @@ def _known_keys(session: Session, parsed: Sequence[InboundMail | ParseFailure]) 
     once = frozenset(key for key, n in counts.items() if n == 1)
     if not once:
         return KnownKeys()
-    return KnownKeys(once, store.stored_dedupe_keys(session, sorted(once)))
+    return KnownKeys(once, facts.stored_dedupe_keys(session, sorted(once)))
 
 
 _MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)

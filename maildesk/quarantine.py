@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
-from maildesk import store
+from maildesk import facts, store
 from maildesk.classify import classify
 from maildesk.errors import NotFound
 from maildesk.models import Event, Inbound, Message, Ticket
@@ -85,11 +85,11 @@ def mark_ticket(
     ticket.updated_at = now
     session.add(ticket)
     _event(session, ticket_id, actor, "status", f"{previous} -> new (released as ham)", now)
-    state = store.ticket_state(session, ticket)
+    state = facts.ticket_state(session, ticket)
     intents: list[MailIntent] = []
     kind = classify(mail, inbound.envelope_from, frozenset(runtime.settings.support_addresses))
     refusal = confirmation_refusal(
-        kind, store.sender_facts(session, mail.from_addr, now), runtime.policy, mail.from_addr
+        kind, facts.sender_facts(session, mail.from_addr, now), runtime.policy, mail.from_addr
     )
     if refusal:
         _event(session, ticket_id, actor, "no_confirmation", refusal, now)
