@@ -36,7 +36,7 @@ from maildesk.pipeline import (
 )
 from maildesk.replytoken import verify_bounce, verify_rating
 from maildesk.rules import RulesConfig
-from maildesk.tid import clean_subject, find_tids, format_tid, parse_tid
+from maildesk.tid import clean_subject, find_tids, format_tid
 
 if TYPE_CHECKING:
     pass
@@ -421,17 +421,6 @@ def merge_targets(session: Session, numbers: Sequence[int]) -> tuple[TicketState
         if ticket is not None:
             found.append(ticket_state(session, ticket))
     return tuple(found)
-
-
-def merge_numbers(text: str) -> list[int]:
-    """Ticket numbers on the #merge lines at the top of a staff mail."""
-    numbers = []
-    for line in text.splitlines()[:50]:
-        word, _, arg = line.strip().partition(" ")
-        number = parse_tid(arg.strip()) if word.lower() == "#merge" else None
-        if number is not None:
-            numbers.append(number)
-    return numbers
 
 
 def _survivor(session: Session, ticket: Ticket | None) -> Ticket | None:

@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 
 from maildesk import facts, store
 from maildesk.classify import classify
+from maildesk.commands import parse_commands
 from maildesk.db import is_postgres, read_only
 from maildesk.identity import authorise
 from maildesk.language import detect_language
@@ -144,7 +145,10 @@ def process_one(
         collision, held = facts.staff_reply_facts(
             session, thread.ticket.id, mail, identity.address, runtime.settings.data_dir
         )
-        targets = facts.merge_targets(session, facts.merge_numbers(mail.text))
+        # The tickets its #merge lines name, read by the same parser that applies them.
+        named = parse_commands(mail.text, runtime.rules, runtime.sla.levels,
+                               identity.address, now).commands
+        targets = facts.merge_targets(session, [c.ticket for c in named if c.ticket])
         sender = replace(sender, collision=collision, held=held, merge_targets=targets)
     if identity.spoof:
         alerted = facts.recent_alerts(session, {"spoof": identity.spoof}, now)
