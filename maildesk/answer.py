@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Literal
 
 from maildesk.classify import Classification
-from maildesk.commands import Command, parse_commands
+from maildesk.commands import Command, first_line, parse_commands
 from maildesk.decision import (
     Decision,
     HeldAnswer,
@@ -291,7 +291,7 @@ def _release_or_drop(
     mail: InboundMail, ticket: TicketState, author: str, held: HeldAnswer, policy: Policy
 ) -> Decision:
     """The author's reply to a collision notice: `#send` first sends the held answer."""
-    if _first_line(mail.text).lower() != SEND_MARK:
+    if first_line(mail.text).lower() != SEND_MARK:
         return Decision(
             action="append",
             message_kind="staff",
@@ -366,6 +366,3 @@ def with_people(ticket: TicketState, changes: tuple[tuple[str, str], ...]) -> Ti
     return replace(ticket, cc=frozenset(cc), co=frozenset(co),
                    participants=ticket.participants | cc)
 
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")

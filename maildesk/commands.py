@@ -42,6 +42,11 @@ class Parsed:
     body: str  # the text without the command lines
 
 
+def first_line(text: str) -> str:
+    """The mail's first non-blank line, stripped (`#send`, `#new-for` are read there)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 def parse_commands(
     text: str, roster: RulesConfig, levels: Iterable[str], author: str, now: datetime
 ) -> Parsed:

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from maildesk.answer import decide_staff_mail
 from maildesk.classify import Classification
-from maildesk.commands import parse_commands
+from maildesk.commands import first_line, parse_commands
 from maildesk.decision import (
     CLOSED_STATUSES,
     Alert,
@@ -105,7 +105,7 @@ def _decide(
         )
     if thread.ticket is not None:
         return _append(mail, kind, thread.ticket, identity, policy, sender, now)
-    if identity.is_staff and _first_line(mail.text).lower().startswith("#new-for"):
+    if identity.is_staff and first_line(mail.text).lower().startswith("#new-for"):
         return _new_for(mail, kind, thread, identity, sender, workload, policy, now)
     if kind.kind == "auto_reply" and thread.refused_ticket is not None:
         # An out-of-office about one of our mails from someone not on that ticket:
@@ -187,9 +187,6 @@ def _new_for(
                    events=(("created", f"by {author} on behalf of {requester} (#new-for)"),
                            *decision.events))
 
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _reopen_window_passed(

@@ -159,6 +159,7 @@ class Templates:
                     problems.append(f"{path}: cannot read: {exc}")
         if problems:
             raise ConfigError(problems)
+        self._canned = self._find_canned()  # read per mail (Runtime.policy): found once
         self._env = jinja2.Environment(
             loader=jinja2.DictLoader(self._sources),
             undefined=jinja2.StrictUndefined,
@@ -174,6 +175,9 @@ class Templates:
 
     def canned(self) -> dict[str, dict[str, str]]:
         """Canned answers for #canned: name -> language -> template source."""
+        return self._canned
+
+    def _find_canned(self) -> dict[str, dict[str, str]]:
         found: dict[str, dict[str, str]] = {}
         for relative, source in self._sources.items():
             parts = relative.split("/")
