@@ -36,14 +36,7 @@ from maildesk.processor import Processor
 from maildesk.replytoken import bounce_address
 from maildesk.sdnotify import Notifier
 from maildesk.settings import Settings, split_host_port
-from maildesk.slascan import (
-    auto_close,
-    digest_unassigned,
-    monthly_client_reports,
-    recompute_after_reload,
-    return_pending,
-    scan_sla,
-)
+from maildesk.slascan import TICKET_JOBS
 from maildesk.spam.live import LiveSpamFilter
 from maildesk.spam.model import SpamThresholds
 from maildesk.spamlearn import SureLearner
@@ -199,8 +192,7 @@ async def _serve(
         async def ticket_jobs() -> None:
             """SLA reminders, the unassigned digest, postponed and resolved tickets."""
             runtime = live.current()
-            for job in (recompute_after_reload, scan_sla, digest_unassigned, return_pending,
-                        auto_close, monthly_client_reports):
+            for job in TICKET_JOBS:
                 try:
                     await asyncio.to_thread(job, engine, runtime)
                 except Exception:  # one failing job must not stop the others or the daemon

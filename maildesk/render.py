@@ -23,41 +23,27 @@ SLA_KEYS = frozenset(
     }
 )
 
+# What every mail about a ticket may use.
+TICKET_KEYS = frozenset(
+    {"tid", "subject", "customer_name", "customer_email", "sla_name", "due", "support_address"}
+)
+
 # The variables each template may use; the pipeline always passes all of them.
 CONTEXT_KEYS: dict[str, frozenset[str]] = {
-    "confirmation": frozenset(
-        {
-            "tid",
-            "subject",
-            "customer_name",
-            "customer_email",
-            "sla_name",
-            "due",
-            "support_address",
-            "linked_tid",
-        }
-    ),
-    "notification": frozenset(
-        {
-            "tid",
-            "subject",
-            "customer_name",
-            "customer_email",
-            "sla_name",
-            "due",
-            "support_address",
-            "assignee",
-            "group",
-            "priority",
-            "category",
-            "body",
-            "rules_fired",
-            "event",
-            "attachments",
-            "author",
-            "status",
-        }
-    ),
+    "confirmation": TICKET_KEYS | {"linked_tid"},
+    "notification": TICKET_KEYS
+    | {
+        "assignee",
+        "group",
+        "priority",
+        "category",
+        "body",
+        "rules_fired",
+        "event",
+        "attachments",
+        "author",
+        "status",
+    },
     **{
         name: SLA_KEYS
         for name in ("sla_warning", "sla_breach", "sla_escalation")

@@ -374,3 +374,8 @@ def recompute_after_reload(engine: Engine, runtime: Runtime, now: datetime | Non
         if changed:
             log.info("sla.yaml changed: due times of %d tickets computed anew", changed)
         return changed
+
+
+# What the daemon's scheduler runs every MAILDESK_SLA_SCAN_SECONDS, in this order.
+TICKET_JOBS = (recompute_after_reload, scan_sla, digest_unassigned, return_pending,
+               auto_close, monthly_client_reports)
