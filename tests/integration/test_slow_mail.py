@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import Engine, text
 
 from maildesk.db import make_engine, upgrade
 from maildesk.parsepool import ParserPool
@@ -20,7 +22,9 @@ from tests.pipelinekit import feed
 from tests.slowparse import parse_slowly
 
 
-def test_slow_mail_holds_up_only_itself(tmp_path: Path) -> None:
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[Engine, Runtime]]:
+    """A fresh SQLite database and the repository's configuration."""
     engine = make_engine(f"sqlite:///{tmp_path / 'md.db'}")
     upgrade(engine)
     settings = load_settings(
@@ -29,7 +33,12 @@ def test_slow_mail_holds_up_only_itself(tmp_path: Path) -> None:
         sla=REPO / "sla.yaml",
         templates=REPO / "templates",
     )
-    runtime = load_runtime(settings)
+    yield engine, load_runtime(settings)
+    engine.dispose()
+
+
+def test_slow_mail_holds_up_only_itself(world: tuple[Engine, Runtime]) -> None:
+    engine, runtime = world
 
     def count(sql: str) -> int:
         with engine.connect() as conn:
@@ -82,19 +91,12 @@ def test_slow_mail_holds_up_only_itself(tmp_path: Path) -> None:
     with engine.connect() as conn:
         error = conn.execute(text("select error from inbound where status = 'failed'")).scalar()
     assert "parsing took longer than 20 s" in str(error)
-    engine.dispose()
 
 
-def test_a_reply_parsed_before_its_slow_original_joins_its_ticket(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'md.db'}")
-    upgrade(engine)
-    settings = load_settings(
-        data_dir=tmp_path,
-        rules=REPO / "rules.yaml",
-        sla=REPO / "sla.yaml",
-        templates=REPO / "templates",
-    )
-    runtime = load_runtime(settings)
+def test_a_reply_parsed_before_its_slow_original_joins_its_ticket(
+    world: tuple[Engine, Runtime],
+) -> None:
+    engine, runtime = world
 
     original = make_mail(body="SLOW-TO-PARSE printer", message_id="<orig@example.org>")
     reply = make_mail(subject="Re: Printer on fire", body="and now it smokes",
@@ -105,7 +107,6 @@ def test_a_reply_parsed_before_its_slow_original_joins_its_ticket(tmp_path: Path
         rows = conn.execute(
             text("select body_text, ticket_id from message where direction = 'in'")
         ).all()
-    engine.dispose()
     ticket_of = {body.split()[0]: ticket for body, ticket in rows}
     assert ticket_of["and"] == ticket_of["SLOW-TO-PARSE"]  # the reply is on its original's
     assert ticket_of["Hello,"] != ticket_of["SLOW-TO-PARSE"]
