@@ -3,8 +3,8 @@
     .venv/bin/python bench/quotes.py [--mbox ../shared/corpora/threads/blinux-list-threads.mbox]
                                      [--show N]
 
-Every reply (a mail with In-Reply-To) of the mbox is parsed with maildesk.parse and stripped
-by maildesk.quotes.strip_reply, and, as the baseline in the same run, by email-reply-parser
+Every reply (a mail with In-Reply-To) of the mbox is parsed with maildesk.core.parse and stripped
+by maildesk.core.quotes.strip_reply, and, as the baseline in the same run, by email-reply-parser
 alone (`EmailReplyParser.parse_reply`). Printed for both:
 
 * ms per mail, p50 and p99 (the strip call only, not parsing);
@@ -33,8 +33,8 @@ from pathlib import Path
 
 from email_reply_parser import EmailReplyParser
 
-from maildesk.parse import parse_mail
-from maildesk.quotes import strip_reply
+from maildesk.core.parse import parse_mail
+from maildesk.core.quotes import strip_reply
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MBOX = REPO.parent / "shared" / "corpora" / "threads" / "blinux-list-threads.mbox"
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--mbox", type=Path, default=DEFAULT_MBOX)
     parser.add_argument("--show", type=int, default=0)
     args = parser.parse_args()
-    ours = Tally("maildesk.quotes.strip_reply")
+    ours = Tally("maildesk.core.quotes.strip_reply")
     baseline = Tally("email-reply-parser alone")
     box = mailbox.mbox(str(args.mbox), create=False)
     for key in box.iterkeys():

@@ -8,7 +8,7 @@ with `--tickets` open tickets whose next SLA step is days ahead, and `--due` who
 is due now (their warnings went out at an earlier scan): `--due` mails to send. Then
 times, on the same database in the same run:
 
-- scan: `maildesk.slascan.scan_sla` as the scheduler runs it (finds the due rows through
+- scan: `maildesk.work.slascan.scan_sla` as the scheduler runs it (finds the due rows through
   the `sla_next_at` index, claims each step, renders and queues each mail, commits);
 - query: the due-row query alone;
 - baseline: what a scan without the index would have to do, a pass over every open
@@ -36,10 +36,10 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 
-from maildesk.db import make_engine, upgrade  # noqa: E402
-from maildesk.runtime import Runtime, load_runtime  # noqa: E402
-from maildesk.settings import load_settings  # noqa: E402
-from maildesk.slascan import scan_sla  # noqa: E402
+from maildesk.config.runtime import Runtime, load_runtime  # noqa: E402
+from maildesk.config.settings import load_settings  # noqa: E402
+from maildesk.storage.db import make_engine, upgrade  # noqa: E402
+from maildesk.work.slascan import scan_sla  # noqa: E402
 
 COLUMNS = (
     "subject, status, priority, category, requester, requester_name, assignee, "

@@ -25,8 +25,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from maildesk.parse import parse_mail
-from maildesk.sources import iter_messages
+from maildesk.core.parse import parse_mail
+from maildesk.intake.sources import iter_messages
 from maildesk.spam.model import SpamFilter, SpamThresholds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -35,8 +35,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from maildesk.parse import parse_mail
-from maildesk.sources import iter_messages
+from maildesk.core.parse import parse_mail
+from maildesk.intake.sources import iter_messages
 from maildesk.spam.evaluate import (
     EvalReport,
     Sample,

@@ -106,10 +106,10 @@ class Probe:
     def __init__(
         self, database_url: str, data_dir: Path, root: Path = REPO, batch: int | None = None
     ) -> None:
-        from maildesk.db import make_engine, upgrade
-        from maildesk.processor import COMMIT_EVERY, Processor
-        from maildesk.runtime import load_runtime
-        from maildesk.settings import load_settings
+        from maildesk.config.runtime import load_runtime
+        from maildesk.config.settings import load_settings
+        from maildesk.storage.db import make_engine, upgrade
+        from maildesk.work.processor import COMMIT_EVERY, Processor
 
         settings = load_settings(
             data_dir=data_dir,
@@ -135,7 +135,7 @@ class Probe:
         from sqlalchemy import insert
         from sqlmodel import col
 
-        from maildesk.models import Inbound
+        from maildesk.storage.models import Inbound
 
         now = datetime.now(UTC)
         rows = [
@@ -157,7 +157,7 @@ class Probe:
 
     def prepare(self, raws: list[bytes]) -> list[tuple[int, Any]]:
         """Spool and parse (not counted: the spool and the parse workers do that)."""
-        from maildesk.parse import parse_mail
+        from maildesk.core.parse import parse_mail
 
         ids = self.spool(raws)
         return [(i, parse_mail(raw)) for i, raw in zip(ids, raws, strict=True)]
@@ -182,7 +182,7 @@ def measure(
     database_url: str, data_dir: Path, prefill: int = 0, tag: str = "p", root: Path = REPO
 ) -> dict[str, Any]:
     """Statements per mail for each kind, on this database."""
-    from maildesk.tid import format_tid
+    from maildesk.core.tid import format_tid
 
     counter = StatementCounter()
     install(counter)

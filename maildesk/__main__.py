@@ -13,7 +13,7 @@ def main() -> None:
     latch = SignalLatch()
     if sys.argv[1:2] == ["run"]:
         latch.install()
-    from maildesk.cli import main as cli_main
+    from maildesk.cli.main import main as cli_main
 
     cli_main(latch)
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from maildesk.db import make_engine, upgrade
+from maildesk.storage.db import make_engine, upgrade
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = REPO.parent / "shared" / "corpora"

@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
-from maildesk.parse import InboundMail, parse_mail
-from maildesk.parsepool import ParserPool
-from maildesk.processor import Processor
-from maildesk.runtime import Runtime
-from maildesk.spool import Spool
+from maildesk.config.runtime import Runtime
+from maildesk.core.parse import InboundMail, parse_mail
+from maildesk.intake.parsepool import ParserPool
+from maildesk.intake.spool import Spool
+from maildesk.work.processor import Processor
 
 
 def feed(

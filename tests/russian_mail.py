@@ -15,8 +15,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
-from maildesk.parse import parse_mail
-from maildesk.sources import iter_messages
+from maildesk.core.parse import parse_mail
+from maildesk.intake.sources import iter_messages
 
 SENDERS = (
     ("Анна Петрова", "anna.petrova@yandex.ru"),

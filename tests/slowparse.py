@@ -5,7 +5,7 @@ Module-level so worker processes can import it."""
 
 import time
 
-from maildesk.parse import InboundMail, parse_mail
+from maildesk.core.parse import InboundMail, parse_mail
 
 
 def parse_slowly(raw: bytes) -> InboundMail:

@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from maildesk.parse import InboundMail
+from maildesk.core.parse import InboundMail
 from maildesk.spam.model import SpamFilter, SpamThresholds
 from maildesk.spam.tokenize import tokenize
 

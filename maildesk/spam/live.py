@@ -1,6 +1,6 @@
 """The daemon's spam filter: loaded at start, reloaded when the model file changes
 (e.g. after `maildesk spam train` or `spam mark` in another process), and the one the
-daemon's own learning (`maildesk.spamlearn`) writes through."""
+daemon's own learning (`maildesk.work.spamlearn`) writes through."""
 
 from __future__ import annotations
 

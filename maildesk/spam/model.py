@@ -51,8 +51,8 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from sklearn.feature_extraction.text import HashingVectorizer
 
+from maildesk.core.parse import InboundMail
 from maildesk.errors import MaildeskError
-from maildesk.parse import InboundMail
 from maildesk.spam.combine import combine, select_clues, token_probabilities
 from maildesk.spam.tokenize import SCRIPT_PREFIX, TOKENIZER_VERSION, script_of, tokenize
 

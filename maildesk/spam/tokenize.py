@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from maildesk.parse import InboundMail, html_to_text
+from maildesk.core.parse import InboundMail, html_to_text
 
 TOKENIZER_VERSION = 2  # 2: script markers
 

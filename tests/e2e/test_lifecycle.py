@@ -10,7 +10,7 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import text
 
-from maildesk.replytoken import rating_address, reply_address
+from maildesk.core.replytoken import rating_address, reply_address
 from tests.conftest import maildesk_cli, wait_for
 from tests.e2e.test_staff_answers import KEY, received, staff_mail
 from tests.mailkit import make_mail, send

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from maildesk.classify import classify
-from maildesk.parse import parse_mail
-from maildesk.sources import iter_messages
+from maildesk.core.classify import classify
+from maildesk.core.parse import parse_mail
+from maildesk.intake.sources import iter_messages
 from maildesk.spam import SpamFilter, SpamThresholds
 from maildesk.spam.tokenize import tokenize
 from tests.conftest import base_env, maildesk_cli, wait_for

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from maildesk.replytoken import reply_address
+from maildesk.core.replytoken import reply_address
 from tests.conftest import wait_for
 from tests.mailkit import make_mail, send
 

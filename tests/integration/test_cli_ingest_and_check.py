@@ -26,7 +26,7 @@ def test_every_real_world_mime_message_is_stored(
     assert "Traceback" not in result.stderr, result.stderr
     from sqlalchemy import text
 
-    from maildesk.db import make_engine
+    from maildesk.storage.db import make_engine
 
     engine = make_engine(env["MAILDESK_DATABASE_URL"])
     with engine.connect() as conn:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from maildesk.models import Outbox, utcnow
+from maildesk.storage.models import Outbox, utcnow
 from tests.conftest import Daemon, base_env, free_port, maildesk_cli, wait_for
 from tests.mailkit import make_mail, send
 

@@ -43,8 +43,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, col, select
 
-from maildesk.models import Outbox, utcnow
-from maildesk.outbox import LEASE
+from maildesk.storage.models import Outbox, utcnow
+from maildesk.work.outbox import LEASE
 from tests.conftest import Daemon, maildesk_cli, wait_for
 from tests.mailkit import make_mail
 

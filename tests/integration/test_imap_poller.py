@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from maildesk.imap import Faults, PollerOptions
+from maildesk.intake.imap import Faults, PollerOptions
 from tests.integration.conftest_imap import (
     dovecot_fixture,
     eventually,

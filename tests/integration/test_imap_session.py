@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from maildesk.imap import parse_mailboxes
-from maildesk.imap.session import ImapSession, ImapUnavailable
+from maildesk.intake.imap import parse_mailboxes
+from maildesk.intake.imap.session import ImapSession, ImapUnavailable
 from tests.integration.conftest_imap import dovecot_fixture
 from tests.integration.dovecot import Dovecot
 from tests.mailkit import make_mail

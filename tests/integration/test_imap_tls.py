@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from maildesk.imap import parse_mailboxes
-from maildesk.imap.session import ImapRefused, ImapSession
-from maildesk.imap.url import Security
+from maildesk.intake.imap import parse_mailboxes
+from maildesk.intake.imap.session import ImapRefused, ImapSession
+from maildesk.intake.imap.url import Security
 from tests.integration.conftest_imap import dovecot_fixture
 from tests.integration.dovecot import Dovecot
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from maildesk.db import make_engine, upgrade
-from maildesk.models import Outbox
+from maildesk.storage.db import make_engine, upgrade
+from maildesk.storage.models import Outbox
 
 
 def test_0003_turns_joined_recipients_into_lists(database_url: str) -> None:
@@ -40,7 +40,7 @@ def test_migrations_build_the_schema_the_models_describe(database_url: str) -> N
     from alembic.migration import MigrationContext
     from sqlmodel import SQLModel
 
-    import maildesk.models  # noqa: F401  (registers the tables)
+    import maildesk.storage.models  # noqa: F401  (registers the tables)
 
     engine = make_engine(database_url)
     try:

@@ -19,12 +19,12 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from maildesk.client_report import queue_client_reports
-from maildesk.db import make_engine
-from maildesk.models import Outbox, SlaStep, Ticket
-from maildesk.runtime import load_runtime
-from maildesk.settings import load_settings
-from maildesk.sla import load_sla
+from maildesk.config.runtime import load_runtime
+from maildesk.config.settings import load_settings
+from maildesk.core.sla import load_sla
+from maildesk.storage.db import make_engine
+from maildesk.storage.models import Outbox, SlaStep, Ticket
+from maildesk.work.client_report import queue_client_reports
 from tests.conftest import REPO, base_env, maildesk_cli, upgrade_database
 
 MSK = ZoneInfo("Europe/Moscow")

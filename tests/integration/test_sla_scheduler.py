@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from maildesk.db import make_engine, upgrade
-from maildesk.models import Ticket
-from maildesk.replytoken import reply_address
-from maildesk.runtime import Runtime, load_runtime
-from maildesk.settings import load_settings
-from maildesk.slascan import (
+from maildesk.config.runtime import Runtime, load_runtime
+from maildesk.config.settings import load_settings
+from maildesk.core.replytoken import reply_address
+from maildesk.storage.db import make_engine, upgrade
+from maildesk.storage.models import Ticket
+from maildesk.work.slascan import (
     auto_close,
     digest_unassigned,
     monthly_client_reports,

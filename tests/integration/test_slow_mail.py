@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from maildesk.db import make_engine, upgrade
-from maildesk.parsepool import ParserPool
-from maildesk.processor import Processor
-from maildesk.runtime import Runtime, load_runtime
-from maildesk.settings import load_settings
-from maildesk.spool import Spool
+from maildesk.config.runtime import Runtime, load_runtime
+from maildesk.config.settings import load_settings
+from maildesk.intake.parsepool import ParserPool
+from maildesk.intake.spool import Spool
+from maildesk.storage.db import make_engine, upgrade
+from maildesk.work.processor import Processor
 from tests.conftest import REPO
 from tests.mailkit import make_mail
 from tests.pipelinekit import feed

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from maildesk.parse import parse_mail
-from maildesk.sources import iter_messages
+from maildesk.cli.spam import load_samples, spam_app
+from maildesk.core.parse import parse_mail
+from maildesk.intake.sources import iter_messages
 from maildesk.spam import SpamFilter, SpamThresholds
-from maildesk.spam.cli import load_samples, spam_app
 from maildesk.spam.evaluate import OnlineReport, Sample, evaluate_online
 from tests.russian_mail import constructed, quoting_customers
 

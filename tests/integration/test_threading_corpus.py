@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from maildesk.parse import parse_mail
+from maildesk.core.parse import parse_mail
 from tests.conftest import base_env, maildesk_cli
 
 

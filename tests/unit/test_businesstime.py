@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maildesk.businesstime import Calendar, check_day, parse_range
+from maildesk.core.businesstime import Calendar, check_day, parse_range
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 ZONES = ("Europe/Moscow", "Europe/Berlin", "America/New_York")

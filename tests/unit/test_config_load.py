@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from maildesk.core.render import SAMPLE_CONTEXT, Templates
+from maildesk.core.rules import load_rules
+from maildesk.core.sla import builtin_note, load_sla
 from maildesk.errors import ConfigError
-from maildesk.render import SAMPLE_CONTEXT, Templates
-from maildesk.rules import load_rules
-from maildesk.sla import builtin_note, load_sla
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from maildesk.classify import classify
-from maildesk.errors import ConfigError
-from maildesk.identity import Trust, authorise
-from maildesk.parse import parse_mail
-from maildesk.pipeline import (
+from maildesk.core.classify import classify
+from maildesk.core.decide import (
     Decision,
     Policy,
     SenderFacts,
@@ -20,9 +17,12 @@ from maildesk.pipeline import (
     Workload,
     decide,
 )
-from maildesk.replytoken import reply_address
-from maildesk.rules import evaluate, load_rules, pick_assignee
-from maildesk.sla import load_sla
+from maildesk.core.identity import Trust, authorise
+from maildesk.core.parse import parse_mail
+from maildesk.core.replytoken import reply_address
+from maildesk.core.rules import evaluate, load_rules, pick_assignee
+from maildesk.core.sla import load_sla
+from maildesk.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

@@ -9,13 +9,13 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from maildesk.classify import classify
-from maildesk.compose import compose
+from maildesk.core.classify import classify
+from maildesk.core.compose import compose
+from maildesk.core.parse import guess_cyrillic, message_ids, parse_mail, safe_filename
+from maildesk.core.render import SAMPLE_CONTEXT, RenderedMail, Templates
+from maildesk.core.replytoken import base_address, reply_address, verify
+from maildesk.core.tid import clean_subject, find_tid, find_tids, parse_tid, tagged_subject
 from maildesk.errors import MalformedMail
-from maildesk.parse import guess_cyrillic, message_ids, parse_mail, safe_filename
-from maildesk.render import SAMPLE_CONTEXT, RenderedMail, Templates
-from maildesk.replytoken import base_address, reply_address, verify
-from maildesk.tid import clean_subject, find_tid, find_tids, parse_tid, tagged_subject
 
 REPO = Path(__file__).resolve().parents[2]
 OWN = frozenset({"support@localhost"})

@@ -6,8 +6,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from maildesk.forwarded import find_forwarded
-from maildesk.parse import parse_mail
+from maildesk.core.forwarded import find_forwarded
+from maildesk.core.parse import parse_mail
 
 GMAIL = """Please open this for her.
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from maildesk.errors import ConfigError
-from maildesk.imap.faults import Faults, InjectedFault, faults_from_env
-from maildesk.imap.plan import backoff_delay, plan_batches
-from maildesk.imap.session import uid_set
+from maildesk.intake.imap.faults import Faults, InjectedFault, faults_from_env
+from maildesk.intake.imap.plan import backoff_delay, plan_batches
+from maildesk.intake.imap.session import uid_set
 
 
 @pytest.mark.parametrize(

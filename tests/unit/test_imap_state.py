@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maildesk.db import make_engine, upgrade
-from maildesk.imap.lease import NoLease, try_acquire
-from maildesk.imap.state import Failure, StateStore
+from maildesk.intake.imap.lease import NoLease, try_acquire
+from maildesk.intake.imap.state import Failure, StateStore
+from maildesk.storage.db import make_engine, upgrade
 
 
 def test_state_round_trip_and_reset(tmp_path: Path) -> None:

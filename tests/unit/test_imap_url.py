@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from maildesk.errors import ConfigError
-from maildesk.imap.url import Security, is_loopback, parse_mailboxes
+from maildesk.intake.imap.url import Security, is_loopback, parse_mailboxes
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from maildesk.parse import parse_mail
-from maildesk.quotes import strip_reply
+from maildesk.core.parse import parse_mail
+from maildesk.core.quotes import strip_reply
 
 OUTLOOK_RU = """\
 Добрый день!

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from maildesk.client_report import ClientSelector, client_reports, select_client
+from maildesk.core.sla import load_sla
 from maildesk.errors import ConfigError
-from maildesk.reports import (
+from maildesk.storage.reports import (
     ReportInputError,
     TicketFacts,
     day_window,
@@ -23,7 +23,7 @@ from maildesk.reports import (
     resolution_breached,
     sla_report,
 )
-from maildesk.sla import load_sla
+from maildesk.work.client_report import ClientSelector, client_reports, select_client
 
 REPO = Path(__file__).resolve().parents[2]
 MSK = ZoneInfo("Europe/Moscow")

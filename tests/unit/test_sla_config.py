@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from maildesk.core.parse import parse_mail
+from maildesk.core.promise import promise_text
+from maildesk.core.render import SAMPLE_CONTEXT, Templates
+from maildesk.core.sla import load_sla, parse_duration
 from maildesk.errors import ConfigError
-from maildesk.parse import parse_mail
-from maildesk.promise import promise_text
-from maildesk.render import SAMPLE_CONTEXT, Templates
-from maildesk.sla import load_sla, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 MOSCOW = ZoneInfo("Europe/Moscow")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from maildesk import slaclock
-from maildesk.businesstime import Calendar
-from maildesk.sla import Level
+from maildesk.core import slaclock
+from maildesk.core.businesstime import Calendar
+from maildesk.core.sla import Level
 
 ALWAYS = Calendar.always(ZoneInfo("UTC"))
 OFFICE = Calendar(ZoneInfo("Europe/Berlin"), (((540, 1020),),) * 5 + ((), ()), frozenset())

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from maildesk.cli.spam import spam_app
 from maildesk.spam import SpamFilter, SpamThresholds
-from maildesk.spam.cli import spam_app
 from tests.unit.test_spam_model import HAM_TEXTS, SPAM_TEXTS, build
 
 runner = CliRunner()

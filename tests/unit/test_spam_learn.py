@@ -1,4 +1,4 @@
-"""The daemon's learning of sure verdicts (maildesk.spamlearn): batches of one model write,
+"""The daemon's learning of sure verdicts (maildesk.work.spamlearn): batches of one model write,
 staff decisions that forget a learned verdict first, and nothing ever counted twice."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from maildesk.db import make_engine, upgrade
-from maildesk.models import KV, Inbound, Message, Ticket
-from maildesk.parse import InboundMail, parse_mail
+from maildesk.core.parse import InboundMail, parse_mail
 from maildesk.spam import SpamFilter, SpamThresholds
 from maildesk.spam.live import LiveSpamFilter
 from maildesk.spam.tokenize import tokenize
-from maildesk.spamlearn import Lesson, SureLearner, queue_lesson, relearn
+from maildesk.storage.db import make_engine, upgrade
+from maildesk.storage.models import KV, Inbound, Message, Ticket
+from maildesk.work.spamlearn import Lesson, SureLearner, queue_lesson, relearn
 from tests.mailkit import make_mail
 
 HAM = [

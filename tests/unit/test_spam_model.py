@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maildesk.parse import InboundMail, parse_mail
+from maildesk.core.parse import InboundMail, parse_mail
 from maildesk.spam import SpamFilter, SpamModelError, SpamThresholds, SpamVerdict
 from maildesk.spam.live import LiveSpamFilter
 from maildesk.spam.model import COLD_START

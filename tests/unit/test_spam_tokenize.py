@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maildesk.parse import parse_mail
+from maildesk.core.parse import parse_mail
 from maildesk.spam.tokenize import script_of, strip_list_footer, tokenize
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from maildesk.decision import MailIntent
-from maildesk.quotes import strip_reply
-from maildesk.updates import customer_updates, resolve_with_answer
+from maildesk.core.decision import MailIntent
+from maildesk.core.quotes import strip_reply
+from maildesk.core.updates import customer_updates, resolve_with_answer
 from tests.unit.test_core_decide import ticket
 
 ALL = frozenset({"assigned", "resolved", "closed", "reopened"})

@@ -1,0 +1,167 @@
+"""Build outbound RFC 5322 messages from rendered templates (pure).
+
+Header values pass through email.headerregistry, which refuses CR/LF, so no
+customer-controlled text can inject a header (DESIGN invariant 5).
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email import encoders
+from email.header import Header
+from email.mime.base import MIMEBase
+from email.mime.image import MIMEImage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+
+from maildesk.core.render import RenderedMail
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    message_id: str  # without angle brackets
+    mail_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    """An image the HTML part shows as <img src="cid:{content_id}">."""
+
+    content_id: str  # without angle brackets, e.g. chart.2026-11@example.com
+    filename: str  # ASCII, for clients that save it
+    payload: bytes
+    subtype: str = "png"
+
+
+_UNSAFE = frozenset("\r\n\x00")
+
+
+def _address(addr: str, name: str = "") -> str:
+    """One address for a header; refuses anything that could break out of the header."""
+    local, at, domain = addr.partition("@")
+    if not at or not local or not domain or any(c in _UNSAFE or c.isspace() for c in addr):
+        raise ValueError(f"not a safe address: {addr!r}")
+    name = " ".join(name.split())
+    if not name:
+        return addr
+    if name.isascii():
+        return email.utils.formataddr((name, addr))
+    return f"{Header(name, 'utf-8', header_name='From').encode()} <{addr}>"
+
+
+def _header_text(value: str, name: str) -> str:
+    """One line (CR/LF folded away); RFC 2047-encoded when not ASCII."""
+    value = " ".join(value.split())
+    return value if value.isascii() else Header(value, "utf-8", header_name=name).encode()
+
+
+def new_message_id(domain: str) -> str:
+    return email.utils.make_msgid(idstring="maildesk", domain=domain).strip("<>")
+
+
+def compose(
+    *,
+    from_addr: str,
+    from_name: str,
+    to: Sequence[str],
+    subject: str,
+    body: RenderedMail,
+    now: datetime,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    reply_to: str | None = None,
+    automatic: bool = True,
+    message_id: str | None = None,
+    cc: Sequence[str] = (),
+    attachments: Sequence[tuple[str, str, bytes]] = (),  # (filename, content type, bytes)
+    inline: Sequence[InlineImage] = (),
+    auto_submitted: str = "auto-replied",
+) -> OutgoingMail:
+    """A multipart/alternative (text + HTML) mail, UTF-8; multipart/mixed with attachments.
+
+    Inline images (the HTML shows them as `<img src="cid:...">`) make the HTML a
+    multipart/related of the HTML and the images, inside the alternative. An automatic
+    mail says Auto-Submitted: auto-replied (an answer to a mail), or what `auto_submitted`
+    says (auto-generated: a report nobody asked for by mail, RFC 3834).
+
+    Built with the compat32 classes: the `email.policy.default` header machinery
+    costs several milliseconds per mail, and every value here is already checked.
+    """
+    domain = from_addr.partition("@")[2] or "localhost"
+    msg_id = message_id or new_message_id(domain)
+    body_part = MIMEMultipart("alternative")
+    body_part.attach(_text_part(body.text, "plain"))
+    html_part: MIMEText | MIMEMultipart = _text_part(body.html, "html")
+    if inline:
+        html_part = MIMEMultipart("related")
+        html_part.attach(_text_part(body.html, "html"))
+        for image in inline:
+            html_part.attach(_inline_image(image))
+    body_part.attach(html_part)
+    msg: MIMEMultipart = body_part
+    if attachments:
+        msg = MIMEMultipart("mixed")
+        msg.attach(body_part)
+        for filename, content_type, payload in attachments:
+            msg.attach(_attachment(filename, content_type, payload))
+    msg["From"] = _address(from_addr, from_name)
+    msg["To"] = ", ".join(_address(a) for a in to)
+    if cc:
+        msg["Cc"] = ", ".join(_address(a) for a in cc)
+    msg["Subject"] = _header_text(subject, "Subject")
+    msg["Date"] = email.utils.format_datetime(now)
+    msg["Message-ID"] = f"<{_checked_id(msg_id)}>"
+    if in_reply_to:
+        msg["In-Reply-To"] = f"<{_checked_id(in_reply_to)}>"
+    refs = [r for r in dict.fromkeys([*references, *([in_reply_to] if in_reply_to else [])]) if r]
+    if refs:
+        msg["References"] = " ".join(f"<{_checked_id(r)}>" for r in refs[-20:])
+    if reply_to:
+        msg["Reply-To"] = _address(reply_to, from_name)
+    if automatic:
+        msg["Auto-Submitted"] = auto_submitted  # RFC 3834
+        msg["X-Auto-Response-Suppress"] = "All"  # Exchange: do not answer with OOF
+    raw = msg.as_bytes(policy=_SMTP_COMPAT)
+    return OutgoingMail(
+        message_id=msg_id, mail_from=from_addr, recipients=(*to, *cc), raw=raw
+    )
+
+
+_SMTP_COMPAT = email.policy.compat32.clone(linesep="\r\n")
+
+
+def _text_part(text: str, subtype: str) -> MIMEText:
+    return MIMEText(text, subtype, "utf-8")  # base64: quoted-printable is pure Python, slow
+
+
+def _attachment(filename: str, content_type: str, payload: bytes) -> MIMEBase:
+    """The customer's or staff's file, byte for byte (base64); the name is only a name."""
+    maintype, _, subtype = content_type.partition("/")
+    if not maintype or not subtype or any(c in _UNSAFE or c.isspace() for c in content_type):
+        maintype, subtype = "application", "octet-stream"
+    part = MIMEBase(maintype, subtype)
+    part.set_payload(payload)
+    encoders.encode_base64(part)
+    name = " ".join(filename.split()) or "attachment"
+    encoded: str | tuple[str, str, str] = name if name.isascii() else ("utf-8", "", name)
+    part.add_header("Content-Disposition", "attachment", filename=encoded)
+    return part
+
+
+def _inline_image(image: InlineImage) -> MIMEImage:
+    part = MIMEImage(image.payload, image.subtype)  # base64
+    part["Content-ID"] = f"<{_checked_id(image.content_id)}>"
+    part.add_header("Content-Disposition", "inline", filename=image.filename)
+    return part
+
+
+def _checked_id(value: str) -> str:
+    if not value or any(c in _UNSAFE or c.isspace() or c in "<>" for c in value):
+        raise ValueError(f"not a safe Message-ID: {value!r}")
+    return value

@@ -1,0 +1,512 @@
+"""The IMAP poller: one task per mailbox, on the daemon's asyncio loop.
+
+For each mailbox: hold the lease (one instance polls it), connect, select the
+folder, compare UIDVALIDITY with the stored one (a change means a full
+rescan), then loop: find mail, fetch it in batches, spool it durably, wait for
+the pipeline's verdict, and only then flag \\Seen and move it to the done
+folder (or to the errors folder). Then wait in IDLE, or sleep until the next
+poll. Every IMAP call runs in the poller's own thread (imapclient blocks);
+spooling and verdicts happen on the loop.
+
+Batches overlap: while the pipeline works on batch N, batch N+1 is fetched
+and batch N-1 is moved, so neither side waits for the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from maildesk.errors import ConfigError, TransientError
+from maildesk.intake.imap.faults import NO_FAULTS, Faults
+from maildesk.intake.imap.lease import Lease, try_acquire
+from maildesk.intake.imap.plan import PollerOptions, PollerState, backoff_delay, plan_batches
+from maildesk.intake.imap.records import Verdict, record_failed, verdicts_of
+from maildesk.intake.imap.session import ImapAuthFailed, ImapRefused, ImapSession, ImapUnavailable
+from maildesk.intake.imap.state import Failure, MailboxState, StateStore
+from maildesk.intake.imap.url import Mailbox
+from maildesk.intake.spool import Spool
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+FINISHED = ("done", "duplicate")
+_counter = itertools.count(1)
+
+
+@dataclass
+class _Spooled:
+    """A batch handed to the pipeline, waiting for its verdicts."""
+
+    uids: list[int]
+    ids: dict[int, int]  # uid -> inbound id
+    errors: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # uid -> (why, raw)
+
+
+class Poller:
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        engine: Engine,
+        spool: Spool,
+        options: PollerOptions | None = None,
+        faults: Faults = NO_FAULTS,
+    ) -> None:
+        self.mailbox = mailbox
+        self.options = options or PollerOptions()
+        self._engine = engine
+        self._spool = spool
+        self._faults = faults
+        self._store = StateStore(engine, mailbox.key)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap{next(_counter)}")
+        self._wake = asyncio.Event()
+        self._session: ImapSession | None = None
+        self._mb = MailboxState()
+        self._pending: dict[int, int] = {}  # uid -> inbound id still waiting for the pipeline
+        self._state = PollerState.CONNECTING
+        self._last_error: str | None = None
+        self._logged: tuple[str, float] | None = None
+        self._last_success: datetime | None = None
+        self._attempt = 0
+        self.counts = {"ingested": 0, "moved": 0, "errors": 0}
+
+    # -- what the daemon sees ----------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "mailbox": self.mailbox.label,
+            "state": self._state.value,
+            "last_error": self._last_error,
+            "last_success": self._last_success.isoformat() if self._last_success else None,
+            "uidvalidity": self._mb.uidvalidity,
+            "last_uid": self._mb.last_uid,
+            "failing": len(self._mb.failures),
+            "waiting_for_pipeline": len(self._pending),
+            **self.counts,
+        }
+
+    def wake(self) -> None:
+        """Look for mail now (ends an IDLE or a poll sleep)."""
+        self._wake.set()
+
+    def abort(self) -> None:
+        """Unblock the IMAP thread quickly when stopping."""
+        if self._session is not None:
+            self._session.abort()
+
+    def close(self) -> None:
+        self._io.shutdown(wait=False, cancel_futures=True)
+
+    # -- the loop ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll until cancelled; never raises for network, server or database trouble."""
+        try:
+            while True:
+                lease = await self._acquire()
+                if lease is None:
+                    continue
+                try:
+                    await self._serve(lease)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(lease.release)
+        finally:
+            self._state = PollerState.STOPPED
+
+    async def _acquire(self) -> Lease | None:
+        try:
+            lease = await asyncio.to_thread(try_acquire, self._engine, self.mailbox.key)
+        except Exception as exc:
+            delay = self._next_delay()
+            self._problem(PollerState.BACKOFF, f"database unavailable for the lease: {exc}", delay)
+            await self._sleep(delay)
+            return None
+        if lease is None:
+            if self._state is not PollerState.STANDBY:
+                log.info(
+                    "imap %s: another maildesk instance polls this mailbox; standing by",
+                    self.mailbox.label,
+                )
+            self._state = PollerState.STANDBY
+            await self._sleep(self.options.lease_retry_seconds)
+            return None
+        if self._state is PollerState.STANDBY:
+            log.info("imap %s: took over polling this mailbox", self.mailbox.label)
+        return lease
+
+    async def _serve(self, lease: Lease) -> None:
+        """Connect and work while the lease holds; reconnect with capped backoff."""
+        while await asyncio.to_thread(lease.still_held):
+            self._state = PollerState.CONNECTING
+            delay: float
+            try:
+                session = await self._call(ImapSession.connect, self.mailbox)
+            except ImapAuthFailed as exc:
+                delay = self.options.auth_retry_seconds
+                self._problem(
+                    PollerState.AUTH_FAILED,
+                    f"{exc} (check the user and password in MAILDESK_IMAP_URL or "
+                    "MAILDESK_IMAP_PASSWORD_FILE)",
+                    delay,
+                    level=logging.ERROR,
+                )
+                await self._sleep(delay)
+                continue
+            except (ImapRefused, ConfigError) as exc:
+                delay = self.options.auth_retry_seconds
+                self._problem(PollerState.BACKOFF, str(exc), delay, level=logging.ERROR)
+                await self._sleep(delay)
+                continue
+            except ImapUnavailable as exc:
+                delay = self._next_delay()
+                self._problem(PollerState.BACKOFF, str(exc), delay)
+                await self._sleep(delay)
+                continue
+            self._session = session
+            try:
+                log.log(
+                    logging.INFO if self._last_error is None else logging.WARNING,
+                    "imap %s: connected (%s%s%s)%s",
+                    self.mailbox.label,
+                    session.security.value,
+                    ", IDLE" if session.can_idle else ", no IDLE: polling",
+                    ", MOVE" if session.can_move else ", COPY+EXPUNGE",
+                    "" if self._last_error is None else " after: " + self._last_error,
+                )
+                await self._work(session, lease)
+                return
+            except (ImapUnavailable, TransientError, SQLAlchemyError) as exc:
+                delay = self._next_delay()
+                self._problem(PollerState.BACKOFF, _one_line(exc), delay)
+            except Exception as exc:  # a bug: say so once with the traceback, keep going
+                delay = self._next_delay()
+                log.exception("imap %s: unexpected error", self.mailbox.label)
+                self._problem(PollerState.BACKOFF, _one_line(exc), delay, level=logging.DEBUG)
+            finally:
+                self._session = None
+                await asyncio.shield(self._call(session.close))
+            await self._sleep(delay)
+
+    async def _work(self, session: ImapSession, lease: Lease) -> None:
+        opts = self.options
+        for folder in (opts.done_folder, opts.errors_folder):
+            await self._call(session.ensure_folder, folder)
+        info = await self._call(session.select, self.mailbox.folder)
+        self._mb = await asyncio.to_thread(self._store.load)
+        if self._mb.uidvalidity != info.uidvalidity:
+            if self._mb.uidvalidity is not None:
+                log.warning(
+                    "imap %s: UIDVALIDITY changed (%s -> %s): rescanning the whole folder; "
+                    "mail seen before is recognised as duplicate",
+                    self.mailbox.label,
+                    self._mb.uidvalidity,
+                    info.uidvalidity,
+                )
+            self._mb = await asyncio.to_thread(self._store.reset, info.uidvalidity)
+            self._pending.clear()
+        full = True
+        while True:
+            if not await asyncio.to_thread(lease.still_held):
+                log.warning("imap %s: lease lost; stopping to poll here", self.mailbox.label)
+                return
+            self._state = PollerState.POLLING
+            await self._sweep(session, full)
+            self._last_success = datetime.now(UTC)
+            if self._last_error is not None:
+                self._last_error = None
+                self._logged = None
+            self._attempt = 0
+            full = await self._wait(session)
+
+    async def _wait(self, session: ImapSession) -> bool:
+        """Wait for mail; True when the next sweep should be a full one."""
+        opts = self.options
+        if self._wake.is_set():
+            self._wake.clear()
+            return True
+        if not session.can_idle:
+            self._state = PollerState.POLLING
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), opts.poll_seconds)
+            self._wake.clear()
+            return True
+        await self._call(session.idle_start)
+        self._state = PollerState.IDLE
+        deadline = time.monotonic() + min(opts.poll_seconds, opts.idle_renew_seconds)
+        news = False
+        while not news and not self._wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            news = await self._call(session.idle_wait, min(1.0, left))
+        news = await self._call(session.idle_done) or news
+        if self._wake.is_set():
+            self._wake.clear()
+            return True
+        return not news
+
+    # -- one sweep -----------------------------------------------------------
+
+    async def _sweep(self, session: ImapSession, full: bool) -> None:
+        if full:
+            uidvalidity = await self._call(session.uidvalidity, self.mailbox.folder)
+            if uidvalidity != self._mb.uidvalidity:
+                raise ImapUnavailable(
+                    f"folder {self.mailbox.folder} was recreated (UIDVALIDITY changed); reselecting"
+                )
+            uids = await self._call(session.search_all)
+        else:
+            found = await self._call(session.search_after, self._mb.last_uid)
+            uids = sorted({*found, *self._mb.failures, *self._pending})
+        if full:  # forget mails someone else removed meanwhile
+            listed = set(uids)
+            for uid in [u for u in self._pending if u not in listed]:
+                del self._pending[uid]
+        waiting = {u: self._pending[u] for u in uids if u in self._pending}
+        if waiting:  # spooled earlier; look once whether the pipeline has finished them
+            await self._settle(session, _Spooled(sorted(waiting), waiting), wait=False)
+        todo = [u for u in uids if u not in self._pending]
+        if not todo:
+            return
+        sizes = await self._call(session.sizes, todo)
+        gone = {u for u in self._mb.failures if u in todo and u not in sizes}
+        if gone:
+            await asyncio.to_thread(self._store.save, cleared=gone)
+            for uid in gone:
+                self._mb.failures.pop(uid, None)
+        present = [u for u in todo if u in sizes]
+        opts = self.options
+        batches = plan_batches(present, sizes, opts.batch_mails, opts.batch_bytes)
+        if not batches:
+            return
+        loop = asyncio.get_running_loop()
+        prefetch = loop.run_in_executor(self._io, session.fetch, batches[0])
+        previous: _Spooled | None = None
+        try:
+            for n, batch in enumerate(batches):
+                mails = await prefetch
+                current = await self._ingest(batch, mails)
+                del mails
+                if n + 1 < len(batches):
+                    prefetch = loop.run_in_executor(self._io, session.fetch, batches[n + 1])
+                if previous is not None:
+                    done, previous = previous, None
+                    await self._settle(session, done)
+                previous = current
+            if previous is not None:
+                done, previous = previous, None
+                await self._settle(session, done)
+        finally:
+            if previous is not None:  # interrupted: remember what the pipeline already has
+                self._pending.update(previous.ids)
+            if not prefetch.done():
+                prefetch.cancel()
+            with contextlib.suppress(BaseException):
+                if prefetch.done() and not prefetch.cancelled():
+                    prefetch.exception()
+
+    async def _ingest(self, uids: list[int], mails: dict[int, bytes | None]) -> _Spooled:
+        """Spool the batch durably; per-mail failures are noted, not raised."""
+        batch = _Spooled(uids=uids, ids={})
+        ready: dict[int, bytes] = {}
+        for uid in uids:
+            if uid not in mails:
+                continue  # expunged meanwhile
+            raw = mails[uid]
+            if raw is None:
+                batch.errors[uid] = ("the server returned no message body", b"")
+                continue
+            try:
+                self._faults.before_ingest(uid, raw)
+            except Exception as exc:
+                batch.errors[uid] = (_one_line(exc), raw)
+                continue
+            ready[uid] = raw
+        if not ready:
+            return batch
+        results = await asyncio.gather(
+            *(self._spool.accept(raw, self._source(uid)) for uid, raw in ready.items()),
+            return_exceptions=True,
+        )
+        failed: dict[int, BaseException] = {}
+        for uid, result in zip(ready, results, strict=True):
+            if isinstance(result, BaseException):
+                failed[uid] = result
+            else:
+                batch.ids[uid] = result
+        if failed and len(failed) > 1:
+            # One transaction for all: find out which mail (if any) is to blame.
+            for uid in list(failed):
+                try:
+                    batch.ids[uid] = await self._spool.accept(ready[uid], self._source(uid))
+                    del failed[uid]
+                except Exception as again:
+                    failed[uid] = again
+        if failed and not batch.ids:
+            first = next(iter(failed.values()))
+            raise TransientError(f"could not store mail in the spool: {_one_line(first)}")
+        for uid, problem in failed.items():
+            batch.errors[uid] = (f"spool: {_one_line(problem)}", ready[uid])
+        self.counts["ingested"] += len(batch.ids)
+        return batch
+
+    async def _settle(self, session: ImapSession, batch: _Spooled, wait: bool = True) -> None:
+        """Wait for the pipeline, then move what is committed; note what failed."""
+        opts = self.options
+        verdicts = await self._verdicts(batch.ids, wait)
+        done = [u for u, v in verdicts.items() if v is not None and v.status in FINISHED]
+        failed = [u for u, v in verdicts.items() if v is not None and v.status not in FINISHED]
+        for uid in failed:
+            verdict = verdicts[uid]
+            log.error(
+                "imap %s: uid %d kept raw as inbound %d, not processed (%s); moving it to %s",
+                self.mailbox.label,
+                uid,
+                batch.ids[uid],
+                verdict.error if verdict else "?",
+                opts.errors_folder,
+            )
+        for uid, verdict in verdicts.items():
+            if verdict is None:
+                self._pending[uid] = batch.ids[uid]
+            else:
+                self._pending.pop(uid, None)
+
+        counted: dict[int, Failure] = {}
+        poisoned: list[tuple[int, str, bytes]] = []
+        for uid, (why, raw) in batch.errors.items():
+            before = self._mb.failures.get(uid)
+            failure = Failure((before.count if before else 0) + 1, why)
+            log.warning(
+                "imap %s: uid %d failed to ingest (%d of %d): %s",
+                self.mailbox.label,
+                uid,
+                failure.count,
+                opts.max_failures,
+                why,
+            )
+            if failure.count >= opts.max_failures:
+                poisoned.append((uid, why, raw))
+            else:
+                counted[uid] = failure
+        if poisoned:
+            await asyncio.to_thread(self._record_poison, poisoned)
+
+        self._faults.before_move(done)
+        await self._call(session.move, done, opts.done_folder, True)
+        to_errors = failed + [uid for uid, _, _ in poisoned]
+        await self._call(session.move, to_errors, opts.errors_folder, False)
+        self.counts["moved"] += len(done)
+        self.counts["errors"] += len(to_errors)
+
+        cleared = {u for u in (*done, *to_errors) if u in self._mb.failures}
+        last_uid = max([self._mb.last_uid, *batch.uids])
+        if counted or cleared or last_uid != self._mb.last_uid:
+            await asyncio.to_thread(
+                self._store.save,
+                last_uid if last_uid != self._mb.last_uid else None,
+                counted,
+                cleared,
+            )
+        self._mb.last_uid = last_uid
+        self._mb.failures.update(counted)
+        for uid in cleared:
+            self._mb.failures.pop(uid, None)
+
+    async def _verdicts(self, ids: dict[int, int], wait: bool) -> dict[int, Verdict | None]:
+        """Poll the inbound rows until the pipeline has decided each (None: not yet)."""
+        remaining = dict(ids)
+        out: dict[int, Verdict | None] = {}
+        pause = 0.02
+        progress_at = time.monotonic()
+        while remaining:
+            rows = await asyncio.to_thread(verdicts_of, self._engine, list(remaining.values()))
+            for uid, inbound_id in list(remaining.items()):
+                verdict = rows.get(inbound_id)
+                if verdict is not None:
+                    out[uid] = verdict
+                    del remaining[uid]
+                    progress_at = time.monotonic()
+            if not remaining or not wait:
+                break
+            if time.monotonic() - progress_at > self.options.verdict_stall_seconds:
+                log.warning(
+                    "imap %s: pipeline has not finished %d mail(s) yet; leaving them in place",
+                    self.mailbox.label,
+                    len(remaining),
+                )
+                break
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
+        out.update(dict.fromkeys(remaining))
+        return out
+
+    def _record_poison(self, items: list[tuple[int, str, bytes]]) -> None:
+        for uid, why, _ in items:
+            log.error(
+                "imap %s: uid %d failed %d times, moving it to %s: %s",
+                self.mailbox.label,
+                uid,
+                self.options.max_failures,
+                self.options.errors_folder,
+                why,
+            )
+        note = f"IMAP ingest failed {self.options.max_failures} times; moved to "
+        note += self.options.errors_folder
+        try:
+            record_failed(
+                self._engine,
+                [(self._source(uid), raw, f"{note}: {why}") for uid, why, raw in items],
+                self.options.max_failures,
+            )
+        except SQLAlchemyError as exc:  # the log line above is then the only record
+            log.error("imap %s: could not record the failed mail(s): %s", self.mailbox.label, exc)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _source(self, uid: int) -> str:
+        return f"imap:{self.mailbox.label} uid {self._mb.uidvalidity}:{uid}"[:200]
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    def _next_delay(self) -> float:
+        delay = backoff_delay(self._attempt, self.options.backoff_first, self.options.backoff_max)
+        self._attempt += 1
+        return delay
+
+    def _problem(
+        self, state: PollerState, error: str, retry_in: float, level: int = logging.WARNING
+    ) -> None:
+        """Record a problem; log it when it is new (or an hour old), not on every retry."""
+        self._state = state
+        self._last_error = error
+        now = time.monotonic()
+        repeat = self._logged is not None and self._logged[0] == error
+        if repeat and self._logged is not None and now - self._logged[1] < 3600:
+            log.debug("imap %s: still failing: %s", self.mailbox.label, error)
+            return
+        self._logged = (error, now)
+        log.log(level, "imap %s: %s; retrying in %g s", self.mailbox.label, error, retry_in)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:500]

@@ -1,0 +1,54 @@
+"""Parse mails in worker processes with a time limit, so one pathological mail
+cannot stall the daemon: a parse that overruns is killed and reported."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from pebble import ProcessExpired, ProcessPool
+
+from maildesk.core.parse import InboundMail, parse_mail
+from maildesk.errors import MalformedMail
+
+
+@dataclass(frozen=True)
+class ParseFailure:
+    error: str
+
+
+class ParserPool:
+    """pebble's ProcessPool: per-task timeouts that kill and replace the worker."""
+
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout: float = 10.0,
+        parse: Callable[[bytes], InboundMail] = parse_mail,  # a module-level function
+    ) -> None:
+        self.timeout = timeout
+        self._parse = parse
+        self._pool = ProcessPool(
+            max_workers=workers, context=multiprocessing.get_context("forkserver")
+        )
+
+    async def parse(self, raw: bytes) -> InboundMail | ParseFailure:
+        future = self._pool.schedule(self._parse, args=(raw,), timeout=self.timeout)
+        try:
+            return await asyncio.wrap_future(future)
+        except MalformedMail as exc:
+            return ParseFailure(f"mail exceeds processing bounds: {exc}")
+        except (FutureTimeout, TimeoutError):
+            return ParseFailure(f"parsing took longer than {self.timeout:g} s; stopped")
+        except ProcessExpired as exc:
+            return ParseFailure(f"parser process died: {exc}")
+        except Exception as exc:  # a bug in parsing: keep the raw mail, tell the operator
+            return ParseFailure(f"parser error: {type(exc).__name__}: {exc}")
+
+    def close(self, wait: bool = True) -> None:
+        self._pool.stop()
+        if wait:
+            self._pool.join(timeout=5)

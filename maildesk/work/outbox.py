@@ -1,0 +1,419 @@
+"""Drain the outbox table to the relay (or a Maildir), with retries and backoff.
+
+Rows are claimed with a lease (next_attempt_at pushed ahead, FOR UPDATE SKIP
+LOCKED on PostgreSQL) so several instances never send the same row at once; a
+row is marked sent only after the relay accepted it, so a crash in between
+means it is sent again, never lost (at least once, recorded once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+import mailbox
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+from urllib.parse import parse_qs, unquote, urlparse
+
+import aiosmtplib
+from sqlalchemy import Engine, bindparam, update
+from sqlalchemy import select as sa_select
+from sqlmodel import col
+
+from maildesk.errors import ConfigError, PermanentError, TransientError
+from maildesk.storage.models import Outbox
+from maildesk.work.health import Metrics
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)  # a crashed sender's rows are retried after this
+BATCH = 50  # mails claimed and recorded together (a BatchTransport: delivered together)
+# Through a relay, a crash between sending and recording sends the batch again: keep the
+# mails in flight few.
+SMTP_BATCH = 10
+
+
+class Transport(Protocol):
+    async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None: ...
+
+
+@runtime_checkable
+class BatchTransport(Protocol):
+    """A transport that delivers a batch durably at once (one sync of the batch), and
+    only once per key: a batch delivered again after a crash adds nothing."""
+
+    async def send_many(self, mails: Sequence[tuple[str, bytes]]) -> None: ...
+
+
+class MaildirTransport:
+    """Development default: every outbound mail lands in a Maildir (open it in any client).
+
+    Delivered the Maildir way, durably: write to tmp/, fsync, rename into new/, fsync
+    new/. A batch shares the directory fsync, and each mail is named after its key
+    (the outbox Message-ID): delivering it again, as after a crash between delivery
+    and recording it sent, finds it in new/ and does not add a second copy.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mailbox.Maildir(str(path), create=True)  # creates cur/ new/ tmp/
+        self._count = itertools.count()
+        self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+
+    async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None:
+        name = f"{time.time():.6f}.P{os.getpid()}Q{next(self._count)}.{self._host}"
+        await asyncio.to_thread(self._deliver, [(name, raw)])
+
+    async def send_many(self, mails: Sequence[tuple[str, bytes]]) -> None:
+        named = [(self._name(key), raw) for key, raw in mails]
+        await asyncio.to_thread(self._deliver, named)
+
+    def _name(self, key: str) -> str:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"maildesk-{digest}.{self._host}"
+
+    def _deliver(self, mails: Sequence[tuple[str, bytes]]) -> None:
+        new = self.path / "new"
+        moved = False
+        for name, raw in mails:
+            if (new / name).exists():
+                continue  # delivered before, not recorded: a crash came in between
+            tmp = self.path / "tmp" / name
+            with open(tmp, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(tmp, new / name)
+            moved = True
+        if moved:
+            fd = os.open(new, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+@dataclass(frozen=True)
+class SmtpTransport:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    tls: bool = False
+    timeout: float = 30.0
+
+    async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None:
+        try:
+            errors, _ = await aiosmtplib.send(
+                raw,
+                sender=mail_from,
+                recipients=recipients,
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                start_tls=self.starttls,
+                use_tls=self.tls,
+                timeout=self.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [e.code for e in exc.recipients]
+            text = "; ".join(f"{e.recipient}: {e.code} {e.message}" for e in exc.recipients)
+            if all(500 <= c < 600 for c in codes):
+                raise PermanentError(text) from None
+            raise TransientError(text) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            text = f"{exc.code} {exc.message}"
+            if 500 <= exc.code < 600:
+                raise PermanentError(text) from None
+            raise TransientError(text) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+        if errors:  # some recipients refused, others accepted
+            refused = "; ".join(f"{r}: {c} {m}" for r, (c, m) in errors.items())
+            log.warning("outbox: relay refused some recipients: %s", refused)
+
+
+def transport_from_url(url: str) -> Transport:
+    """`maildir:PATH`, `smtp://user:pass@host:587?starttls=1`, `smtps://host:465`."""
+    if url.startswith("maildir:"):
+        return MaildirTransport(Path(url.removeprefix("maildir:")))
+    transport = check_outbound_url(url)
+    assert transport is not None
+    return transport
+
+
+def check_outbound_url(url: str) -> SmtpTransport | None:
+    """Parse MAILDESK_OUTBOUND without touching anything; a ConfigError names it."""
+    if url.startswith("maildir:"):
+        if not url.removeprefix("maildir:"):
+            raise ConfigError("MAILDESK_OUTBOUND: maildir: needs a path (maildir:/srv/sent)")
+        return None
+    parsed = urlparse(url)
+    shown = _redact(url)
+    if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
+        raise ConfigError(
+            f"MAILDESK_OUTBOUND: expected maildir:PATH or smtp://host:port, got {shown!r}"
+        )
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ConfigError(
+            f"MAILDESK_OUTBOUND: the port is not a number 1-65535 in {shown!r}"
+        ) from None
+    query = parse_qs(parsed.query)
+    unknown = sorted(set(query) - {"starttls"})
+    if unknown:
+        raise ConfigError(f"MAILDESK_OUTBOUND: unknown option {unknown[0]!r} (known: starttls)")
+    return SmtpTransport(
+        host=parsed.hostname,
+        port=port or (465 if parsed.scheme == "smtps" else 25),
+        username=unquote(parsed.username) if parsed.username else None,
+        password=unquote(parsed.password) if parsed.password else None,
+        starttls=query.get("starttls", ["0"])[0] in ("1", "true", "yes"),
+        tls=parsed.scheme == "smtps",
+    )
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    return url.replace(f":{parsed.password}@", ":***@", 1)
+
+
+def release_claims(engine: Engine) -> int:
+    """At start of a single-instance (SQLite) daemon: rows a crashed run had claimed
+    are due again now, instead of after the lease."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(Outbox)
+            .where(col(Outbox.status) == "queued", col(Outbox.next_attempt_at) > now)
+            .values(next_attempt_at=now)
+        )
+        return int(result.rowcount)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    row_id: int
+    mail_from: str
+    recipients: list[str]
+    raw: bytes
+    attempts: int
+    message_id: str
+
+
+@dataclass(frozen=True)
+class _Result:
+    row_id: int
+    result: str  # sent, failed, retry
+    error: str | None
+    attempts: int
+
+
+@dataclass
+class FlushStats:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        engine: Engine,
+        transport: Transport,
+        *,
+        max_attempts: int = 30,
+        backoff: float = 5.0,
+        backoff_max: float = 1800.0,
+        metrics: Metrics | None = None,
+        return_path: Callable[[int], str] | None = None,
+    ) -> None:
+        """`return_path(outbox id)`: the envelope sender (VERP), so a delivery report
+        can be matched to the mail it is about (maildesk.core.replytoken.bounce_address)."""
+        self._metrics = metrics
+        self._return_path = return_path
+        self._engine = engine
+        self._transport = transport
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.wake = asyncio.Event()
+
+    async def run_forever(self, idle_seconds: float = 2.0) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("outbox: flush failed; retrying shortly")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=idle_seconds)
+
+    async def flush(self) -> FlushStats:
+        """Claim a batch, deliver it, record it in one transaction; again until none is
+        due. A mail is recorded sent only after the transport has it (durably, for the
+        Maildir); a crash in between delivers the batch again after the lease (at least
+        once), which a BatchTransport recognises and does not deliver twice."""
+        stats = FlushStats()
+        while True:
+            claimed = await asyncio.to_thread(self._claim)
+            if not claimed:
+                return stats
+            results = await self._deliver(claimed)
+            await asyncio.to_thread(self._record, results)
+            for result in results:
+                self._count(result.result)
+            stats.sent += sum(r.result == "sent" for r in results)
+            stats.failed += sum(r.result == "failed" for r in results)
+            stats.retried += sum(r.result == "retry" for r in results)
+            if stats.retried:  # the relay is struggling: leave the rest for the next round
+                return stats
+
+    async def _deliver(self, claimed: list[_Claimed]) -> list[_Result]:
+        if isinstance(self._transport, BatchTransport):
+            try:
+                await self._transport.send_many([(c.message_id, c.raw) for c in claimed])
+            except OSError as exc:  # the disk: try again later
+                error = f"{type(exc).__name__}: {exc}"
+                return [_Result(c.row_id, "retry", error, c.attempts + 1) for c in claimed]
+            return [_Result(c.row_id, "sent", None, c.attempts + 1) for c in claimed]
+        results = []
+        for c in claimed:
+            try:
+                await self._transport.send(c.mail_from, c.recipients, c.raw)
+            except PermanentError as exc:
+                log.error("outbox %s: relay refused permanently: %s", c.row_id, exc)
+                results.append(_Result(c.row_id, "failed", str(exc), c.attempts + 1))
+            except TransientError as exc:
+                results.append(_Result(c.row_id, "retry", str(exc), c.attempts + 1))
+            else:
+                results.append(_Result(c.row_id, "sent", None, c.attempts + 1))
+        return results
+
+    def _count(self, result: str) -> None:
+        if self._metrics:
+            self._metrics.sent.labels(result).inc()
+
+    def _claim(self) -> list[_Claimed]:
+        """Due rows, leased for LEASE: one SELECT (FOR UPDATE SKIP LOCKED on PostgreSQL)
+        and one UPDATE, one transaction."""
+        now = datetime.now(UTC)
+        batch = SMTP_BATCH if not isinstance(self._transport, BatchTransport) else BATCH
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                sa_select(
+                    col(Outbox.id),
+                    col(Outbox.mail_from),
+                    col(Outbox.recipients),
+                    col(Outbox.raw),
+                    col(Outbox.attempts),
+                    col(Outbox.message_id),
+                )
+                .where(col(Outbox.status) == "queued", col(Outbox.next_attempt_at) <= now)
+                .order_by(col(Outbox.id))
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return []
+            ids = [int(r[0] or 0) for r in rows]
+            conn.execute(
+                update(Outbox).where(col(Outbox.id).in_(ids)).values(next_attempt_at=now + LEASE)
+            )
+        return [
+            _Claimed(
+                row_id=row_id,
+                mail_from=self._return_path(row_id) if self._return_path else mail_from,
+                recipients=list(recipients),
+                raw=bytes(raw),
+                attempts=int(attempts),
+                message_id=str(message_id),
+            )
+            for row_id, (_, mail_from, recipients, raw, attempts, message_id) in zip(
+                ids, rows, strict=True
+            )
+        ]
+
+    def _record(self, results: list[_Result]) -> None:
+        """Every result of a batch in one transaction, by id: no row is read first."""
+        now = datetime.now(UTC)
+        sent, failed, retry = [], [], []
+        for r in results:
+            if r.result == "sent":
+                sent.append({"row_id": r.row_id, "attempts": r.attempts, "sent_at": now})
+            elif r.result == "failed" or r.attempts >= self.max_attempts:
+                error = r.error
+                if r.result == "retry":
+                    error = f"gave up after {r.attempts} attempts: {r.error}"
+                    log.error("outbox %s: %s", r.row_id, error)
+                failed.append({"row_id": r.row_id, "attempts": r.attempts, "error": error})
+            else:
+                delay = min(self.backoff * 2 ** (r.attempts - 1), self.backoff_max)
+                delay *= random.uniform(0.8, 1.2)
+                retry.append(
+                    {
+                        "row_id": r.row_id,
+                        "attempts": r.attempts,
+                        "error": r.error,
+                        "due": now + timedelta(seconds=delay),
+                    }
+                )
+                log.warning(
+                    "outbox %s: attempt %d failed (%s); next in %.0f s",
+                    r.row_id,
+                    r.attempts,
+                    r.error,
+                    delay,
+                )
+        by_id = col(Outbox.id) == bindparam("row_id")
+        with self._engine.begin() as conn:
+            if sent:
+                conn.execute(
+                    update(Outbox)
+                    .where(by_id)
+                    .values(
+                        status="sent",
+                        last_error=None,
+                        attempts=bindparam("attempts"),
+                        sent_at=bindparam("sent_at"),
+                    ),
+                    sent,
+                )
+            if failed:
+                conn.execute(
+                    update(Outbox)
+                    .where(by_id)
+                    .values(
+                        status="failed",
+                        last_error=bindparam("error"),
+                        attempts=bindparam("attempts"),
+                    ),
+                    failed,
+                )
+            if retry:
+                conn.execute(
+                    update(Outbox)
+                    .where(by_id)
+                    .values(
+                        last_error=bindparam("error"),
+                        attempts=bindparam("attempts"),
+                        next_attempt_at=bindparam("due"),
+                    ),
+                    retry,
+                )

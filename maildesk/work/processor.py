@@ -1,0 +1,505 @@
+"""Drain the inbound spool through the pipeline.
+
+Parsing runs in worker processes (bounded in time); the database part runs in
+one thread. Mails of a batch share one transaction (group commit: one fsync),
+each inside its own SAVEPOINT, so one failing mail never takes the others
+down with it. A mail that keeps failing is parked as `failed`, raw kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from asyncio import FIRST_COMPLETED
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, bindparam, event, or_, update
+from sqlalchemy.orm import defer
+from sqlmodel import Session, col, select
+
+from maildesk.config.runtime import Runtime
+from maildesk.core.classify import classify
+from maildesk.core.commands import parse_commands
+from maildesk.core.decide import SenderFacts, Workload, decide
+from maildesk.core.identity import authorise
+from maildesk.core.language import detect_language
+from maildesk.core.parse import InboundMail
+from maildesk.core.rules import evaluate
+from maildesk.intake.parsepool import ParseFailure, ParserPool
+from maildesk.storage import facts, store
+from maildesk.storage.db import is_postgres, read_only
+from maildesk.storage.models import Inbound
+from maildesk.work.health import Metrics
+from maildesk.work.quarantine import mark_ticket
+from maildesk.work.spamlearn import Lesson, SureLearner, queue_lesson
+
+if TYPE_CHECKING:
+    from maildesk.spam import SpamFilter
+
+log = logging.getLogger(__name__)
+
+BATCH = 100  # mails parsed together
+READY_GRACE = 0.05  # seconds to let the rest of a batch finish parsing, for one commit
+COMMIT_EVERY = 20  # mails per transaction: one fsync, and the write lock is not held long
+# Facts only a new ticket needs; replies and bounces skip those queries.
+NO_FACTS = SenderFacts(auto_replies_last_hour=0, suppressed=False)
+NO_WORKLOAD = Workload(open_counts={}, last_assigned={})
+MAX_ATTEMPTS = 3
+# PostgreSQL: an instance's claim on the `new` rows it parses. Only saves work: a row
+# whose claim ran out is parsed by another instance too, and still stored once.
+CLAIM = timedelta(seconds=15)
+# Whether a mail's confirmations/notifications go out (`maildesk ingest` imports: see there).
+NotifyPolicy = Callable[[InboundMail, datetime], bool]
+
+
+@dataclass
+class DrainStats:
+    processed: int = 0
+    tickets: set[int] = field(default_factory=set)
+    duplicates: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class Processed:
+    """What became of one spooled mail: recorded on its inbound row by the caller."""
+
+    outcome: str  # done, duplicate, failed, skipped
+    ticket_id: int | None = None
+    dedupe_key: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class KnownKeys:
+    """Dedupe keys looked up for a whole chunk at once: `checked` were looked up (keys
+    that occur once in the chunk), `stored` maps those already stored to their ticket."""
+
+    checked: frozenset[str] = frozenset()
+    stored: Mapping[str, int] = field(default_factory=dict)
+
+    def ticket_of(self, session: Session, key: str) -> int | None:
+        if key in self.checked:
+            return self.stored.get(key)
+        return facts.is_duplicate(session, key)
+
+
+def process_one(
+    session: Session,
+    row: Inbound,
+    parsed: InboundMail | ParseFailure,
+    runtime: Runtime,
+    now: datetime,
+    spam_filter: SpamFilter | None = None,
+    notify: NotifyPolicy | None = None,
+    known: KnownKeys = KnownKeys(),  # frozen: a shared default is safe
+    lessons: list[Lesson] | None = None,
+) -> Processed:
+    """The flow of one mail (DESIGN.md): dedupe, classify, thread, decide, store.
+    The inbound row is only read: the caller records the result on it.
+
+    With ``lessons`` (MAILDESK_SPAM_LEARN=sure), a new ticket from live mail scored in
+    a sure band is queued to be learned as its verdict, after the commit.
+    """
+    if isinstance(parsed, ParseFailure):
+        log.error("inbound %s kept raw, not processed: %s", row.id, parsed.error)
+        return Processed("failed", error=parsed.error)
+    mail = parsed
+    dedupe_key = mail.dedupe_key[:600]
+    existing = known.ticket_of(session, mail.dedupe_key)
+    if existing is not None:
+        return Processed("duplicate", existing, dedupe_key)
+
+    kind = classify(mail, row.envelope_from, frozenset(runtime.settings.support_addresses))
+    envelope_to = [a for a in row.envelope_to.split(",") if a]
+    identity = authorise(mail, envelope_to, runtime.trust)
+    thread = facts.lookup_thread(session, mail, kind, identity, envelope_to, runtime.hmac_key)
+    verdict = None
+    if spam_filter is not None and not identity.is_staff:
+        verdict = spam_filter.score(mail)
+    new_ticket = thread.ticket is None and kind.kind != "bounce"
+    live = not row.source.startswith("file:")  # not an import (`maildesk ingest`)
+    sender = NO_FACTS
+    work = NO_WORKLOAD
+    if new_ticket:
+        # Storm guards count the last hour of live mail; an import of old mail is no storm.
+        repeat = facts.body_hash(mail) if live else None
+        sender = facts.sender_facts(
+            session,
+            mail.from_addr,
+            now,
+            repeat,
+            storms=live,
+            storm_limit=runtime.settings.new_tickets_per_sender_per_hour,
+        )
+        # Only the group the rules pick is asked for its pointer or its members' load.
+        work = facts.workload(session, runtime.rules, evaluate(runtime.rules, mail).group)
+    if identity.is_staff and thread.ticket is not None:
+        collision, held = facts.staff_reply_facts(
+            session, thread.ticket.id, mail, identity.address, runtime.settings.data_dir
+        )
+        # The tickets its #merge lines name, read by the same parser that applies them.
+        named = parse_commands(mail.text, runtime.rules, runtime.sla.levels,
+                               identity.address, now).commands
+        targets = facts.merge_targets(session, [c.ticket for c in named if c.ticket])
+        sender = replace(sender, collision=collision, held=held, merge_targets=targets)
+    if identity.spoof:
+        alerted = facts.recent_alerts(session, {"spoof": identity.spoof}, now)
+        sender = replace(sender, alerted=sender.alerted | alerted)
+    decision = decide(
+        mail,
+        kind,
+        thread,
+        identity,
+        sender,
+        work,
+        runtime.policy,
+        now,
+        spam=verdict.band if verdict else "ham",
+    )
+    if notify is not None and (decision.mails or decision.alerts) and not notify(mail, now):
+        decision = replace(
+            decision,
+            mails=(),
+            alerts=(),
+            events=(*decision.events, ("imported", "stored without sending any mail (import)")),
+        )
+    ticket_id = store.apply(
+        session, decision, row, mail, runtime, now, spam=verdict, identity=identity
+    )
+    if decision.mark is not None and ticket_id is not None:  # #spam / #ham by mail
+        mark_ticket(session, ticket_id, decision.mark == "spam", runtime, spam_filter,
+                    identity.address, now)
+    sure = verdict is not None and verdict.scored and verdict.band != "unsure"
+    if lessons is not None and sure and live and decision.action == "new_ticket" and ticket_id:
+        assert verdict is not None
+        lessons.append(queue_lesson(session, ticket_id, mail, verdict.band == "spam"))
+    error = None
+    if decision.action == "refused":
+        error = "; ".join(d for k, d in decision.events if k == "refused")[:2000]
+    elif ticket_id is None:
+        error = "delivery report for a mail we do not know; kept, no ticket"
+    return Processed("done", ticket_id, dedupe_key, error)
+
+
+_RECORD_RESULT = (
+    update(Inbound)
+    .where(col(Inbound.id) == bindparam("row_id"))
+    .values(
+        status=bindparam("status"),
+        ticket_id=bindparam("ticket_id"),
+        dedupe_key=bindparam("dedupe_key"),
+        error=bindparam("error"),
+        processed_at=bindparam("processed_at"),
+    )
+)
+
+
+def _chunk_session(engine: Engine) -> Session:
+    """A session whose loaded rows stay in its identity map until it closes (a chunk of
+    at most COMMIT_EVERY mails): a ticket or round-robin pointer read while deciding is
+    not selected again when the decision is written."""
+    session = Session(engine)
+    kept: list[object] = []
+
+    @event.listens_for(session, "loaded_as_persistent")
+    def _keep(_session: Session, instance: object) -> None:
+        kept.append(instance)
+
+    return session
+
+
+def _known_keys(session: Session, parsed: Sequence[InboundMail | ParseFailure]) -> KnownKeys:
+    """Look up in one query the dedupe keys that occur once in a chunk (a key that occurs
+    twice is looked up when its turn comes, after the first one was stored)."""
+    counts = Counter(p.dedupe_key for p in parsed if isinstance(p, InboundMail))
+    once = frozenset(key for key, n in counts.items() if n == 1)
+    if not once:
+        return KnownKeys()
+    return KnownKeys(once, facts.stored_dedupe_keys(session, sorted(once)))
+
+
+_MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
+
+
+def raw_message_id(raw: bytes) -> str | None:
+    """The Message-ID of a mail not parsed yet (header section only; None if absent)."""
+    ends = [e for e in (raw.find(b"\n\n"), raw.find(b"\r\n\r\n")) if e >= 0]
+    found = _MESSAGE_ID_RE.search(raw[: min(ends) if ends else 65536])
+    return found.group(1).decode("ascii", "replace") if found else None
+
+
+def _replies_to(parsed: InboundMail | ParseFailure, parsing: dict[str, int], me: int) -> bool:
+    """True while a mail that arrived before this one, and that this one answers, is
+    still being parsed: this one waits, so it finds the original's ticket."""
+    if isinstance(parsed, ParseFailure):
+        return False
+    refs = (*parsed.in_reply_to, *parsed.references)
+    return any(parsing.get(ref, me) < me for ref in refs)
+
+
+class Processor:
+    def __init__(
+        self,
+        engine: Engine,
+        runtime: Callable[[], Runtime],
+        parser: ParserPool,
+        on_committed: Callable[[], None] | None = None,
+        spam_filter: Callable[[], SpamFilter] | None = None,
+        metrics: Metrics | None = None,
+        notify: NotifyPolicy | None = None,
+        learner: SureLearner | None = None,
+    ) -> None:
+        self._metrics = metrics
+        self._learner = learner
+        self._notify = notify
+        self._engine = engine
+        self._runtime = runtime
+        self._spam_filter = spam_filter
+        self._parser = parser
+        self._on_committed = on_committed
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        self._draining = asyncio.Lock()  # one drain at a time: no row is parsed twice
+        self.wake = asyncio.Event()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    async def run_forever(self, idle_seconds: float = 5.0) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                await self.drain()
+            except Exception:
+                log.exception("pipeline: drain failed; retrying shortly")
+                await asyncio.sleep(1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=idle_seconds)
+
+    async def drain(self, progress: Callable[[int], None] | None = None) -> DrainStats:
+        """Process every `new` inbound row; returns what happened."""
+        async with self._draining:
+            return await self._drain(progress)
+
+    async def warm_up(self) -> None:
+        """Start the parser processes and load the language model before the first mail."""
+        await self._parser.parse(b"Subject: warm-up\r\n\r\nwarm-up\r\n")
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, detect_language, "warm up the language model", "en"
+        )
+
+    async def _drain(self, progress: Callable[[int], None] | None) -> DrainStats:
+        stats = DrainStats()
+        loop = asyncio.get_running_loop()
+        after = 0
+        while True:
+            pending = await loop.run_in_executor(self._executor, self._pending, after)
+            if not pending:
+                return stats
+            after = pending[-1][0]
+            parses = {i: asyncio.ensure_future(self._parser.parse(raw)) for i, raw in pending}
+            message_ids = {i: raw_message_id(raw) for i, raw in pending}
+            waiting = [i for i, _ in pending]
+            while waiting:
+                # Commit what is parsed, in arrival order, without waiting for a slow mail:
+                # a pathological one holds up only itself (until the parse time limit) and
+                # the replies to it, which must find their original's ticket.
+                # Whatever finished while the last chunk was committed goes first.
+                parsing = {
+                    mid: i
+                    for i in waiting
+                    if not parses[i].done() and (mid := message_ids[i]) is not None
+                }
+                ready = [
+                    i
+                    for i in waiting
+                    if parses[i].done() and not _replies_to(parses[i].result(), parsing, i)
+                ]
+                if not ready:
+                    unfinished = [parses[i] for i in waiting if not parses[i].done()]
+                    await asyncio.wait(unfinished, return_when=FIRST_COMPLETED)
+                    await asyncio.wait(unfinished, timeout=READY_GRACE)
+                    continue
+                waiting = [i for i in waiting if i not in ready]
+                results = await loop.run_in_executor(
+                    self._executor, self._commit, [(i, parses[i].result()) for i in ready]
+                )
+                self._count(stats, results)
+                if progress:
+                    progress(len(ready))
+                if self._on_committed:
+                    self._on_committed()
+
+    def _count(self, stats: DrainStats, results: list[tuple[str, int | None]]) -> None:
+        for outcome, ticket_id in results:
+            if self._metrics:
+                self._metrics.processed.labels(outcome).inc()
+            stats.processed += outcome != "skipped"
+            stats.duplicates += outcome == "duplicate"
+            stats.failed += outcome == "failed"
+            if ticket_id is not None and outcome == "done":
+                stats.tickets.add(ticket_id)
+
+    def _pending(self, after: int) -> list[tuple[int, bytes]]:
+        if is_postgres(self._engine):
+            return self._claim(after)
+        with Session(read_only(self._engine)) as session:
+            rows = session.exec(
+                select(Inbound.id, Inbound.raw)
+                .where(Inbound.status == "new", col(Inbound.id) > after)
+                .order_by(col(Inbound.id))
+                .limit(BATCH)
+            ).all()
+        return [(int(i), bytes(r)) for i, r in rows if i is not None]
+
+    def _claim(self, after: int) -> list[tuple[int, bytes]]:
+        """Several instances on one PostgreSQL: each parses only the rows it claimed
+        (processed_at set ahead while a row is still `new`; a claim of an instance
+        that died expires after CLAIM). Without this every instance parsed every mail."""
+        now = datetime.now(UTC)
+        with Session(self._engine) as session:
+            rows = session.exec(
+                select(Inbound)
+                .where(
+                    Inbound.status == "new",
+                    col(Inbound.id) > after,
+                    or_(
+                        col(Inbound.processed_at).is_(None),
+                        col(Inbound.processed_at) < now - CLAIM,
+                    ),
+                )
+                .order_by(col(Inbound.id))
+                .limit(BATCH)
+                .with_for_update(skip_locked=True)
+            ).all()
+            claimed = []
+            for row in rows:
+                assert row.id is not None
+                row.processed_at = now
+                session.add(row)
+                claimed.append((row.id, bytes(row.raw)))
+            session.commit()
+        return claimed
+
+    def _commit(
+        self, items: list[tuple[int, InboundMail | ParseFailure]]
+    ) -> list[tuple[str, int | None]]:
+        runtime = self._runtime()
+        spam_filter = self._spam_filter() if self._spam_filter else None
+        now = datetime.now(UTC)
+        results: list[tuple[str, int | None]] = []
+        for start in range(0, len(items), COMMIT_EVERY):
+            chunk = items[start : start + COMMIT_EVERY]
+            results.extend(self._commit_chunk(chunk, runtime, spam_filter, now))
+        return results
+
+    def _commit_chunk(
+        self,
+        items: list[tuple[int, InboundMail | ParseFailure]],
+        runtime: Runtime,
+        spam_filter: SpamFilter | None,
+        now: datetime,
+    ) -> list[tuple[str, int | None]]:
+        """One transaction for the chunk. Tried first without a SAVEPOINT per mail (two
+        statements each); if anything fails, the whole chunk is rolled back and done
+        again mail by mail, each in its own SAVEPOINT, so one bad mail parks only itself."""
+        for careful in (False, True):
+            lessons: list[Lesson] | None = [] if self._learner else None
+            try:
+                with _chunk_session(self._engine) as session:
+                    results = self._process_chunk(
+                        session, items, runtime, spam_filter, now, careful, lessons
+                    )
+                    session.commit()
+            except Exception:
+                if careful:
+                    raise
+                log.info("a mail of this chunk failed; processing it mail by mail",
+                         exc_info=True)
+                continue
+            if self._learner and lessons:  # a lesson whose savepoint rolled back finds no row
+                self._learner.add(lessons)
+            return results
+        raise AssertionError("unreachable: the careful pass returns or raises")
+
+    def _process_chunk(
+        self,
+        session: Session,
+        items: list[tuple[int, InboundMail | ParseFailure]],
+        runtime: Runtime,
+        spam_filter: SpamFilter | None,
+        now: datetime,
+        careful: bool,
+        lessons: list[Lesson] | None = None,
+    ) -> list[tuple[str, int | None]]:
+        """Not `careful`: any error propagates. `careful`: each mail in a SAVEPOINT, and
+        a mail that fails is recorded as such. The inbound rows are read in one query
+        and their results written in one executemany."""
+        rows = {
+            row.id: row
+            for row in session.exec(
+                select(Inbound)
+                .options(defer(Inbound.raw))  # type: ignore[arg-type]  # the parse has the bytes
+                .where(col(Inbound.id).in_([i for i, _ in items]), Inbound.status == "new")
+                .with_for_update(skip_locked=True)
+            )
+        }
+        known = _known_keys(session, [p for _, p in items])
+        results: list[tuple[str, int | None]] = []
+        finished: list[dict[str, object]] = []
+        for inbound_id, parsed in items:
+            row = rows.get(inbound_id)
+            if row is None:  # another instance has it, or it is finished
+                results.append(("skipped", None))
+                continue
+            args = (session, row, parsed, runtime, now, spam_filter, self._notify, known, lessons)
+            if not careful:
+                done = process_one(*args)
+            else:
+                try:
+                    with session.begin_nested():
+                        done = process_one(*args)
+                except Exception as exc:
+                    # IntegrityError included: a concurrent instance stored the same
+                    # Message-ID first, and the next pass records it as a duplicate.
+                    log.exception("inbound %s: pipeline error", inbound_id)
+                    results.append(self._record_failure(session, inbound_id, exc))
+                    continue
+            results.append((done.outcome, done.ticket_id))
+            finished.append(
+                {
+                    "row_id": inbound_id,
+                    "status": done.outcome,
+                    "ticket_id": done.ticket_id,
+                    "dedupe_key": done.dedupe_key,
+                    "error": done.error,
+                    "processed_at": now,
+                }
+            )
+        if finished:
+            session.flush()
+            session.connection().execute(_RECORD_RESULT, finished)
+        return results
+
+    def _record_failure(
+        self, session: Session, inbound_id: int, exc: Exception
+    ) -> tuple[str, int | None]:
+        row = session.get(Inbound, inbound_id)
+        if row is None:
+            return "skipped", None
+        row.attempts += 1
+        row.error = f"{type(exc).__name__}: {exc}"[:2000]
+        row.processed_at = None  # not claimed any more: the next pass retries it
+        if row.attempts >= MAX_ATTEMPTS:
+            row.processed_at = datetime.now(UTC)
+            row.status = "failed"
+            log.error("inbound %s failed %d times, parked: %s", inbound_id, row.attempts, row.error)
+        session.add(row)
+        return ("failed" if row.status == "failed" else "retry"), None
