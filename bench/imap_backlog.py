@@ -44,10 +44,10 @@ from sqlmodel import Session, select  # noqa: E402
 from maildesk.config.runtime import load_runtime  # noqa: E402
 from maildesk.config.settings import load_settings  # noqa: E402
 from maildesk.intake.imap import Poller, PollerOptions, parse_mailboxes  # noqa: E402
-from maildesk.intake.parsepool import ParserPool  # noqa: E402
 from maildesk.intake.spool import Spool  # noqa: E402
 from maildesk.storage.db import make_engine, upgrade  # noqa: E402
 from maildesk.storage.models import Inbound, Ticket  # noqa: E402
+from maildesk.work.parsepool import ParserPool  # noqa: E402
 from maildesk.work.processor import Processor  # noqa: E402
 from tests.integration.dovecot import Dovecot, start_dovecot  # noqa: E402
 from tests.mailkit import make_mail  # noqa: E402

@@ -28,8 +28,8 @@ from zoneinfo import ZoneInfo
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from maildesk.config.files import load_sla  # noqa: E402
 from maildesk.core.businesstime import Calendar, parse_range  # noqa: E402
-from maildesk.core.sla import load_sla  # noqa: E402
 from tests.unit.test_businesstime import ref_add  # noqa: E402
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

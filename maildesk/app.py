@@ -23,21 +23,22 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 
 from maildesk.config.datadir import DataDirLock, make_database_private, make_private
-from maildesk.config.live import LiveConfig
 from maildesk.config.settings import Settings, split_host_port
 from maildesk.core.replytoken import bounce_address
 from maildesk.errors import ConfigError
 from maildesk.intake.imap import ImapPollers, start_pollers
-from maildesk.intake.parsepool import ParserPool
 from maildesk.intake.smtp import IntakeHandler, SmtpSessions
 from maildesk.intake.spool import Spool
 from maildesk.lifecycle import STOP_SIGNALS, SignalLatch
+from maildesk.metrics import Metrics
 from maildesk.spam.live import LiveSpamFilter
 from maildesk.spam.model import SpamThresholds
 from maildesk.storage.db import is_postgres, make_engine, require_current_schema
-from maildesk.work.health import Metrics, StatusServer, backlog_counts
+from maildesk.work.health import StatusServer, backlog_counts
 from maildesk.work.outbox import OutboxSender, release_claims, transport_from_url
+from maildesk.work.parsepool import ParserPool
 from maildesk.work.processor import Processor
+from maildesk.work.reload import LiveConfig
 from maildesk.work.sdnotify import Notifier
 from maildesk.work.slascan import TICKET_JOBS
 from maildesk.work.spamlearn import SureLearner

@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 
 from maildesk.config.runtime import Runtime
 from maildesk.core.parse import InboundMail, parse_mail
-from maildesk.intake.parsepool import ParserPool
 from maildesk.intake.spool import Spool
+from maildesk.work.parsepool import ParserPool
 from maildesk.work.processor import Processor
 
 

@@ -21,10 +21,10 @@ from sqlmodel import Session, col, select
 from maildesk.config.runtime import Runtime
 from maildesk.core.parse import InboundMail
 from maildesk.core.tid import format_tid
-from maildesk.intake.parsepool import ParseFailure, ParserPool
 from maildesk.intake.sources import iter_messages, not_mail
 from maildesk.spam.model import SpamFilter, SpamThresholds
 from maildesk.storage.models import Inbound, Outbox, Ticket
+from maildesk.work.parsepool import ParseFailure, ParserPool
 from maildesk.work.processor import NotifyPolicy, process_one
 
 

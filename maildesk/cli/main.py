@@ -83,7 +83,7 @@ def run(ctx: typer.Context) -> None:
 @app.command()
 def check(as_json: JsonOpt = False) -> None:
     """Validate settings, rules.yaml, sla.yaml, templates, outbound and IMAP URLs, database."""
-    from maildesk.config.checks import CheckReport, check_all
+    from maildesk.cli.check import CheckReport, check_all
 
     try:
         report = check_all(load_settings())
@@ -119,8 +119,8 @@ def ingest(
     ] = False,
 ) -> None:
     """Run saved mail through the same pipeline as live mail (imports, replays)."""
+    from maildesk.cli.ingest import ingest_paths, notify_policy
     from maildesk.config.runtime import load_runtime
-    from maildesk.intake.files import ingest_paths, notify_policy
 
     settings = load_settings()
     _setup_logging(settings)

@@ -17,8 +17,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from maildesk.cli.format import print_table, when
+from maildesk.config.files import load_sla
 from maildesk.config.settings import Settings, load_settings
-from maildesk.core.sla import format_duration, load_sla
+from maildesk.core.sla import format_duration
 from maildesk.storage import db
 from maildesk.storage.reports import (
     OverdueRow,

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from maildesk.cli.format import print_table
+from maildesk.config.files import load_sla
 from maildesk.config.settings import load_settings
-from maildesk.core.sla import DAYS, CalendarSpec, SlaConfig, format_duration, load_sla
+from maildesk.core.sla import DAYS, CalendarSpec, SlaConfig, format_duration
 
 sla_app = typer.Typer(help="SLA levels and due times.", no_args_is_help=True)
 USAGE_ERROR = 2

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from maildesk.config.files import builtin_note, load_rules, load_sla, load_templates
 from maildesk.config.settings import Settings
 from maildesk.core.caps import NotifyLimits
 from maildesk.core.decide import Policy
 from maildesk.core.identity import Trust
 from maildesk.core.notify import Sender
 from maildesk.core.render import Templates
-from maildesk.core.rules import RulesConfig, load_rules
-from maildesk.core.sla import SlaConfig, builtin_note, load_sla
+from maildesk.core.rules import RulesConfig
+from maildesk.core.sla import SlaConfig
 from maildesk.errors import ConfigError
 
 
@@ -71,7 +72,7 @@ def load_runtime(settings: Settings) -> Runtime:
     except ConfigError as exc:
         problems.extend(exc.problems)
     try:
-        templates = Templates(settings.templates)
+        templates = load_templates(settings.templates)
         if sla is not None:
             templates.extra_sla = tuple(
                 step.template for level in sla.levels.values() for step in level.escalation

@@ -11,8 +11,6 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 
-from maildesk.errors import ConfigError
-
 LANGUAGES = ("en", "ru")
 
 # What an SLA reminder may use (sla.yaml names the template of each escalation step).
@@ -121,30 +119,19 @@ class RenderedMail:
 
 
 class Templates:
-    """Loads templates/<lang>/<name>.txt and .html; HTML is autoescaped.
+    """templates/<lang>/<name>.txt and .html, held in memory; HTML is autoescaped.
 
-    The sources are read into memory once, here: what `check` validated is what
+    The sources are read once with the config: what `check` validated is what
     renders, even when a file is edited afterwards (a reload that fails keeps
     the old templates, DESIGN invariant 6).
     """
 
-    def __init__(self, directory: Path) -> None:
-        if not directory.is_dir():
-            raise ConfigError(f"{directory}: templates directory not found")
+    def __init__(self, directory: Path, sources: Mapping[str, str]) -> None:
+        """`sources`: relative path (``en/confirmation.txt``) -> template text, as read
+        from `directory` (config.files.load_templates), which names them in errors."""
         self.directory = directory
         self.extra_sla: tuple[str, ...] = ()  # sla.yaml's own escalation templates
-        self._sources: dict[str, str] = {}
-        problems: list[str] = []
-        for path in sorted(directory.rglob("*")):
-            if path.is_file() and path.suffix in (".txt", ".html"):
-                try:
-                    self._sources[path.relative_to(directory).as_posix()] = path.read_text(
-                        encoding="utf-8"
-                    )
-                except (OSError, UnicodeDecodeError) as exc:
-                    problems.append(f"{path}: cannot read: {exc}")
-        if problems:
-            raise ConfigError(problems)
+        self._sources = dict(sources)
         self._canned = self._find_canned()  # read per mail (Runtime.policy): found once
         self._env = jinja2.Environment(
             loader=jinja2.DictLoader(self._sources),

@@ -5,14 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from maildesk.config.yamlfile import line_of, load_yaml, validate
 from maildesk.core.parse import InboundMail
-from maildesk.errors import ConfigError
 
 Priority = Literal["low", "normal", "high", "urgent"]
 
@@ -171,23 +168,6 @@ class RulesConfig(_Strict):
 
     def members_of(self, group: str) -> tuple[StaffMember, ...]:
         return tuple(s for s in self.staff if group in s.groups)
-
-
-def load_rules(path: Path, sla_levels: Collection[str] | None = None) -> RulesConfig:
-    """rules.yaml, validated; with `sla_levels`, a rule's `sla:` must name one of them."""
-    if not path.exists():
-        raise ConfigError(f"{path}: file not found (copy rules.yaml from the repository)")
-    data = load_yaml(path)
-    config = validate(RulesConfig, data, path)
-    problems = config.cross_check(sla_levels)
-    if problems:
-        raise ConfigError(
-            [
-                f"{path}:{line_of(data, loc)}: {'.'.join(map(str, loc))}: {msg}"
-                for loc, msg in problems
-            ]
-        )
-    return config
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -26,10 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from maildesk.config.yamlfile import line_of, load_yaml, validate
 from maildesk.core.businesstime import Calendar, Range, check_day, parse_range
 from maildesk.core.parse import InboundMail
-from maildesk.errors import ConfigError
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?")
 
@@ -397,32 +394,3 @@ class SlaConfig(_Strict):
             resolution=due(resolution),
             resolution_warn=due(resolution, warn) if warn is not None else None,
         )
-
-
-BUILTIN = "the built-in level 'standard' (first answer within 24 h)"
-
-
-def load_sla(path: Path) -> SlaConfig:
-    """sla.yaml when present, else the built-in single 'standard' level."""
-    if not path.exists():
-        return SlaConfig()
-    data = load_yaml(path)
-    config = validate(SlaConfig, data, path)
-    problems = config.cross_check()
-    if problems:
-        raise ConfigError(
-            [
-                f"{path}:{line_of(data, loc)}: {'.'.join(map(str, loc))}: {msg}"
-                for loc, msg in problems
-            ]
-        )
-    return config
-
-
-def builtin_note(path: Path) -> str | None:
-    """When sla.yaml is missing or empty, say so (it falls back to the built-in level)."""
-    if not path.exists():
-        return f"{path}: not found; every ticket gets {BUILTIN}"
-    if load_yaml(path) is None:
-        return f"{path}: empty; every ticket gets {BUILTIN}"
-    return None

@@ -12,7 +12,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 
 from maildesk.core.replytoken import base_address
 from maildesk.intake.spool import Spool
-from maildesk.work.health import Metrics
+from maildesk.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col
 
 from maildesk.errors import ConfigError, PermanentError, TransientError
+from maildesk.metrics import Metrics
 from maildesk.storage.models import Outbox
-from maildesk.work.health import Metrics
 
 log = logging.getLogger(__name__)
 

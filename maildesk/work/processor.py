@@ -32,11 +32,11 @@ from maildesk.core.identity import authorise
 from maildesk.core.language import detect_language
 from maildesk.core.parse import InboundMail
 from maildesk.core.rules import evaluate
-from maildesk.intake.parsepool import ParseFailure, ParserPool
+from maildesk.metrics import Metrics
 from maildesk.storage import facts, store
 from maildesk.storage.db import is_postgres, read_only
 from maildesk.storage.models import Inbound
-from maildesk.work.health import Metrics
+from maildesk.work.parsepool import ParseFailure, ParserPool
 from maildesk.work.quarantine import mark_ticket
 from maildesk.work.spamlearn import Lesson, SureLearner, queue_lesson
 

@@ -17,10 +17,10 @@ from sqlmodel import Session, select
 from maildesk.config.runtime import load_runtime
 from maildesk.config.settings import load_settings
 from maildesk.intake.imap import Faults, Poller, PollerOptions, parse_mailboxes
-from maildesk.intake.parsepool import ParserPool
 from maildesk.intake.spool import Spool
 from maildesk.storage.db import make_engine, upgrade
 from maildesk.storage.models import Inbound, Ticket
+from maildesk.work.parsepool import ParserPool
 from maildesk.work.processor import Processor
 from tests.conftest import REPO, require_or_skip
 from tests.integration.dovecot import Dovecot, dovecot_binary, start_dovecot

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from maildesk.config.files import load_sla
 from maildesk.config.runtime import load_runtime
 from maildesk.config.settings import load_settings
-from maildesk.core.sla import load_sla
 from maildesk.storage.db import make_engine
 from maildesk.storage.models import Outbox, SlaStep, Ticket
 from maildesk.work.client_report import queue_client_reports

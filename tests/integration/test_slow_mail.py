@@ -12,9 +12,9 @@ from sqlalchemy import Engine, text
 
 from maildesk.config.runtime import Runtime, load_runtime
 from maildesk.config.settings import load_settings
-from maildesk.intake.parsepool import ParserPool
 from maildesk.intake.spool import Spool
 from maildesk.storage.db import make_engine, upgrade
+from maildesk.work.parsepool import ParserPool
 from maildesk.work.processor import Processor
 from tests.conftest import REPO
 from tests.mailkit import make_mail

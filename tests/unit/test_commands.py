@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from maildesk.config.files import load_rules
 from maildesk.core.commands import parse_commands
-from maildesk.core.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = load_rules(REPO / "rules.yaml")

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from maildesk.core.render import SAMPLE_CONTEXT, Templates
-from maildesk.core.rules import load_rules
-from maildesk.core.sla import builtin_note, load_sla
+from maildesk.config.files import builtin_note, load_rules, load_sla, load_templates
+from maildesk.core.render import SAMPLE_CONTEXT
 from maildesk.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,12 +76,12 @@ def test_rules_that_would_run_silently_wrong_are_errors(
 
 def test_a_template_edited_after_validation_does_not_change_what_renders(tmp_path: Path) -> None:
     shutil.copytree(REPO / "templates", tmp_path / "templates")
-    templates = Templates(tmp_path / "templates")
+    templates = load_templates(tmp_path / "templates")
     assert templates.check() == []
     before = templates.render("confirmation", "en", SAMPLE_CONTEXT)
     # A broken edit lands while the daemon runs; the reload refuses it ...
     (tmp_path / "templates" / "en" / "confirmation.txt").write_text("{{ no_such_variable }}\n")
     (tmp_path / "templates" / "en" / "confirmation.html").write_text("{% if %}\n")
-    assert Templates(tmp_path / "templates").check() != []
+    assert load_templates(tmp_path / "templates").check() != []
     # ... and the templates of the last good config render as validated.
     assert templates.render("confirmation", "en", SAMPLE_CONTEXT) == before

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from maildesk.config.files import load_rules, load_sla
 from maildesk.core.classify import classify
 from maildesk.core.decide import (
     Decision,
@@ -20,8 +21,7 @@ from maildesk.core.decide import (
 from maildesk.core.identity import Trust, authorise
 from maildesk.core.parse import parse_mail
 from maildesk.core.replytoken import reply_address
-from maildesk.core.rules import evaluate, load_rules, pick_assignee
-from maildesk.core.sla import load_sla
+from maildesk.core.rules import evaluate, pick_assignee
 from maildesk.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

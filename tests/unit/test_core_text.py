@@ -9,10 +9,11 @@ from pathlib import Path
 import jinja2
 import pytest
 
+from maildesk.config.files import load_templates
 from maildesk.core.classify import classify
 from maildesk.core.compose import compose
 from maildesk.core.parse import guess_cyrillic, message_ids, parse_mail, safe_filename
-from maildesk.core.render import SAMPLE_CONTEXT, RenderedMail, Templates
+from maildesk.core.render import SAMPLE_CONTEXT, RenderedMail
 from maildesk.core.replytoken import base_address, reply_address, verify
 from maildesk.core.tid import clean_subject, find_tid, find_tids, parse_tid, tagged_subject
 from maildesk.errors import MalformedMail
@@ -170,7 +171,7 @@ def test_reply_tokens() -> None:
 
 
 def test_templates_autoescape_html_and_render_text_as_is() -> None:
-    templates = Templates(REPO / "templates")
+    templates = load_templates(REPO / "templates")
     context = {**SAMPLE_CONTEXT, "subject": "<script>alert(1)</script>"}
     rendered = templates.render("confirmation", "en", context)
     assert "<script>" not in rendered.html and "&lt;script&gt;" in rendered.html
@@ -178,7 +179,7 @@ def test_templates_autoescape_html_and_render_text_as_is() -> None:
 
 
 def test_missing_template_variable_is_an_error_not_a_blank() -> None:
-    templates = Templates(REPO / "templates")
+    templates = load_templates(REPO / "templates")
     context = {k: v for k, v in SAMPLE_CONTEXT.items() if k != "sla_name"}
     with pytest.raises(jinja2.UndefinedError):
         templates.render("confirmation", "ru", context)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from maildesk.core.sla import load_sla
+from maildesk.config.files import load_sla
 from maildesk.errors import ConfigError
 from maildesk.storage.reports import (
     ReportInputError,

@@ -8,10 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from maildesk.config.files import load_sla, load_templates
 from maildesk.core.parse import parse_mail
 from maildesk.core.promise import promise_text
-from maildesk.core.render import SAMPLE_CONTEXT, Templates
-from maildesk.core.sla import load_sla, parse_duration
+from maildesk.core.render import SAMPLE_CONTEXT
+from maildesk.core.sla import parse_duration
 from maildesk.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +133,7 @@ def test_the_confirmation_promises_a_time_in_the_customers_words() -> None:
     assert ru == "понедельника, 7 декабря, 14:30 (по московскому времени)"
     assert promise_text(due, MOSCOW, {}, "en", now).endswith("14:30 (UTC+03:00)")
     assert "2027" in promise_text(due.replace(year=2027), MOSCOW, title, "en", now)
-    templates = Templates(REPO / "templates")
+    templates = load_templates(REPO / "templates")
     text = templates.render("confirmation", "en", {**SAMPLE_CONTEXT, "due": en}).text
     assert "You can expect our first answer by Monday, 7 December, 14:30 (Moscow time)." in text
     text = templates.render("confirmation", "ru", {**SAMPLE_CONTEXT, "due": ru}).text

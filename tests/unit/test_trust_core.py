@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from maildesk.config.files import load_rules
 from maildesk.core.address import parse_addresses
 from maildesk.core.caps import CAPPED_HOUR, CAPPED_TICKET, NotifyLimits, Recent, cap_notifications
 from maildesk.core.classify import classify
 from maildesk.core.identity import Trust, authorise
 from maildesk.core.parse import parse_mail
 from maildesk.core.replytoken import bounce_address, reply_address, verify_bounce
-from maildesk.core.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = load_rules(REPO / "rules.yaml")

@@ -18,10 +18,10 @@ from sqlalchemy import Engine
 
 from maildesk.config.runtime import Runtime
 from maildesk.core.parse import InboundMail
-from maildesk.intake.parsepool import ParserPool
 from maildesk.intake.sources import count_messages, iter_messages, not_mail
 from maildesk.intake.spool import Spool
 from maildesk.spam.model import SpamFilter, SpamThresholds
+from maildesk.work.parsepool import ParserPool
 from maildesk.work.processor import DrainStats, NotifyPolicy, Processor
 
 CHUNK = 200
