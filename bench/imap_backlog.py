@@ -102,7 +102,7 @@ async def pipeline(url: str, data: Path, real: bool) -> AsyncIterator[tuple[Engi
     upgrade(engine)
     parser = ParserPool(timeout=settings.parse_timeout_seconds)
     processor = Processor(engine, lambda: runtime, parser)
-    wake = processor.wake.set if real else (lambda: None)
+    wake = processor.wake if real else (lambda: None)
     spool = Spool(engine, on_stored=wake)
     spool.start()
     loop = asyncio.get_running_loop()
@@ -143,7 +143,7 @@ async def poll_backlog(
     async with pipeline(url, data, real) as (engine, spool):
         poller = Poller(mailbox, engine, spool, options)
         started = time.perf_counter()
-        task = asyncio.get_running_loop().create_task(poller.run())
+        task = asyncio.get_running_loop().create_task(poller.run_forever())
         done: Callable[[], bool] = lambda: poller.counts["moved"] >= n  # noqa: E731
         while not done():
             await asyncio.sleep(0.05)

@@ -1,10 +1,11 @@
-"""`maildesk run`: wire the pieces onto one asyncio loop and keep them running.
+"""`maildesk run`: the composition root. `build` wires the configuration, the engine
+and the workers; `run_daemon` starts them, serves, and stops them in order.
 
 Start-up: lock the data directory (SQLite), load and validate the config, check
-the schema, start the pipeline and the scheduler, open the SMTP port, then tell
-systemd READY=1. Stop (SIGTERM/SIGINT): new SMTP sessions get 421, transactions
-in flight finish, the pipeline finishes its batch, the outbox gets one last
-flush, exit 0 within STOP_SECONDS. A second signal exits at once.
+the schema, start the workers, open the SMTP port, then tell systemd READY=1.
+Stop (SIGTERM/SIGINT): new SMTP sessions get 421, transactions in flight
+finish, the pipeline finishes what got its 250, the outbox gets one last flush,
+exit 0 within STOP_SECONDS. A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from maildesk.config.datadir import DataDirLock, make_database_private, make_private
 from maildesk.config.settings import Settings, split_host_port
 from maildesk.core.replytoken import bounce_address
 from maildesk.errors import ConfigError
-from maildesk.intake.imap import ImapPollers, start_pollers
+from maildesk.intake.imap import Poller, PollerHooks, make_pollers
 from maildesk.intake.smtp import IntakeHandler, SmtpSessions
 from maildesk.intake.spool import Spool
 from maildesk.lifecycle import STOP_SIGNALS, SignalLatch
@@ -38,21 +39,99 @@ from maildesk.work.health import StatusServer, backlog_counts
 from maildesk.work.outbox import OutboxSender, release_claims, transport_from_url
 from maildesk.work.parsepool import ParserPool
 from maildesk.work.processor import Processor
-from maildesk.work.reload import LiveConfig
+from maildesk.work.reload import ConfigReloader, LiveConfig
+from maildesk.work.scheduler import Scheduler, ticket_jobs
 from maildesk.work.sdnotify import Notifier
-from maildesk.work.slascan import TICKET_JOBS
 from maildesk.work.spamlearn import SureLearner
+from maildesk.worker import Worker
 
 log = logging.getLogger("maildesk")
 
 STOP_SECONDS = 9.0  # SIGTERM to exit, all included (the unit allows more)
 SMTP_DRAIN_SECONDS = 5.0  # of which: transactions in flight may finish
+STATUS_SECONDS = 10.0  # systemd's STATUS= line
+
+
+@dataclass
+class Daemon:
+    """Every part of one running daemon, wired but not started."""
+
+    settings: Settings
+    engine: Engine
+    live: LiveConfig
+    metrics: Metrics
+    notifier: Notifier
+    parser: ParserPool
+    spool: Spool
+    processor: Processor
+    sender: OutboxSender
+    learner: SureLearner | None
+    pollers: list[Poller]
+    reloader: ConfigReloader
+    scheduler: Scheduler
+    smtp: str = "not listening yet"
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def workers(self) -> list[Worker]:
+        """In the order they start; they stop in the reverse order."""
+        learner: list[Worker] = [self.learner] if self.learner else []
+        return [self.processor, self.sender, *learner, self.reloader, self.scheduler,
+                *self.pollers]
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz shows besides the database: SMTP, each worker, each poller."""
+        return {
+            "smtp": self.smtp,
+            "workers": {w.name: w.health() for w in self.workers if w not in self.pollers},
+            "imap": [p.health() for p in self.pollers],
+        }
+
+
+def build(settings: Settings, poller_hooks: PollerHooks | None = None) -> Daemon:
+    """The composition root: everything `maildesk run` runs, wired from the settings.
+    A ConfigError (with file:line) refuses the start."""
+    live = LiveConfig.start(settings)
+    for note in (*live.runtime.notes, settings.outbound_warning()):
+        if note:
+            log.warning("%s", note)
+    engine = make_engine(settings.effective_database_url)
+    require_current_schema(engine)
+    make_database_private(settings.effective_database_url)
+    metrics = Metrics()
+    sender = OutboxSender(
+        engine,
+        transport_from_url(settings.effective_outbound),
+        max_attempts=settings.outbox_max_attempts,
+        backoff=settings.outbox_backoff_seconds,
+        backoff_max=settings.outbox_backoff_max_seconds,
+        metrics=metrics,
+        return_path=partial(bounce_address, settings.primary_address, key=settings.hmac_key()),
+    )
+    spam = LiveSpamFilter(
+        settings.spam_model_path, SpamThresholds(settings.spam_ham_below, settings.spam_spam_above)
+    )
+    learner = None
+    if settings.spam_learn == "sure":
+        learner = SureLearner(engine, spam, seconds=settings.spam_learn_seconds)
+    parser = ParserPool(timeout=settings.parse_timeout_seconds)
+    processor = Processor(engine, live.current, parser, on_committed=sender.wake,
+                          spam_filter=spam.current, metrics=metrics, learner=learner)
+    spool = Spool(engine, on_stored=processor.wake)
+    pollers = []
+    if settings.imap_url:
+        pollers = make_pollers(settings, engine, spool, poller_hooks or PollerHooks())
+    scheduler = Scheduler()
+    scheduler.every(settings.sla_scan_seconds, "ticket-jobs", ticket_jobs(engine, live.current))
+    return Daemon(settings, engine, live, metrics, Notifier(), parser, spool, processor, sender,
+                  learner, pollers, ConfigReloader(live, spam, engine), scheduler)
 
 
 async def run_daemon(
     settings: Settings,
     ready: Callable[[int], None] | None = None,
     latch: SignalLatch | None = None,
+    poller_hooks: PollerHooks | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -78,7 +157,10 @@ async def run_daemon(
     if settings.effective_database_url.startswith("sqlite"):
         lock.acquire()  # before anything else touches the data directory
     try:
-        await _serve(settings, ready, stop, parsers.append)
+        daemon = build(settings, poller_hooks)
+        daemon.stop = stop
+        parsers.append(daemon.parser)
+        await serve(daemon, ready)
     finally:
         lock.release()
         for sig in (*STOP_SIGNALS, signal.SIGHUP):
@@ -86,193 +168,118 @@ async def run_daemon(
                 loop.remove_signal_handler(sig)
 
 
-async def _serve(
-    settings: Settings,
-    ready: Callable[[int], None] | None,
-    stop: asyncio.Event,
-    register_parser: Callable[[ParserPool], None],
-) -> None:
+async def serve(daemon: Daemon, ready: Callable[[int], None] | None = None) -> None:
+    """Start every part, serve until `daemon.stop` is set, then stop them in order."""
+    d, settings = daemon, daemon.settings
     loop = asyncio.get_running_loop()
-    live = LiveConfig.start(settings)  # ConfigError: refuse to start, with file:line
-    for note in live.runtime.notes:
-        log.warning("%s", note)
-    warning = settings.outbound_warning()
-    if warning:
-        log.warning("%s", warning)
-    engine = make_engine(settings.effective_database_url)
-    require_current_schema(engine)
-    make_database_private(settings.effective_database_url)
-    transport = transport_from_url(settings.effective_outbound)
-    if not is_postgres(engine):  # the data directory lock says: nobody else holds claims
-        release_claims(engine)
-
-    parser = ParserPool(timeout=settings.parse_timeout_seconds)
-    register_parser(parser)
-    metrics = Metrics()
-    notifier = Notifier()
-    sender = OutboxSender(
-        engine,
-        transport,
-        max_attempts=settings.outbox_max_attempts,
-        backoff=settings.outbox_backoff_seconds,
-        backoff_max=settings.outbox_backoff_max_seconds,
-        metrics=metrics,
-        return_path=partial(bounce_address, settings.primary_address, key=settings.hmac_key()),
-    )
-    spam = LiveSpamFilter(
-        settings.spam_model_path,
-        SpamThresholds(settings.spam_ham_below, settings.spam_spam_above),
-    )
-    learner = None
-    if settings.spam_learn == "sure":
-        learner = SureLearner(engine, spam, seconds=settings.spam_learn_seconds)
-        recovered = await asyncio.to_thread(learner.recover)
+    if not is_postgres(d.engine):  # the data directory lock says: nobody else holds claims
+        release_claims(d.engine)
+    if d.learner is not None:
+        recovered = await asyncio.to_thread(d.learner.recover)
         if recovered:
             log.info("spam learning: %d sure verdicts left from the last run to learn", recovered)
-    processor = Processor(
-        engine,
-        live.current,
-        parser,
-        on_committed=sender.wake.set,
-        spam_filter=spam.current,
-        metrics=metrics,
-        learner=learner,
-    )
-    spool = Spool(engine, on_stored=processor.wake.set)
-    spool.start()
-    imap: ImapPollers | None = None
-    scheduler = AsyncIOScheduler(event_loop=loop)
-    tasks: list[asyncio.Task[Any]] = []
+    d.spool.start()
+    tasks: list[asyncio.Task[None]] = []
     server: asyncio.Server | None = None
     sessions: SmtpSessions | None = None
     status: StatusServer | None = None
     serving = False  # past start-up: there may be accepted mail to finish at stop
     try:
-        imap = start_pollers(settings, engine, spool) if settings.imap_url else None
-        host, port = split_host_port(settings.smtp_listen)
-        handler = IntakeHandler(spool, settings.accepted_addresses, metrics)
+        handler = IntakeHandler(d.spool, settings.accepted_addresses, d.metrics)
         sessions = SmtpSessions(handler, settings.max_message_bytes, settings.hostname)
-        try:
-            server = await loop.create_server(sessions, host, port)
-        except OSError as exc:
-            raise ConfigError(
-                f"MAILDESK_SMTP_LISTEN={settings.smtp_listen}: {exc.strerror}"
-            ) from None
-        bound_port = server.sockets[0].getsockname()[1]
-
-        def components() -> dict[str, Any]:
-            parts: dict[str, Any] = {"smtp": f"listening on {host}:{bound_port}"}
-            if imap is not None:
-                parts["imap"] = imap.health()
-            return parts
-
-        status = StatusServer(engine, metrics, components)
-        status_host, status_port = split_host_port(settings.metrics_listen)
-        try:
-            await status.start(status_host, status_port)
-        except OSError as exc:  # the mail keeps flowing without /metrics
-            log.error(
-                "MAILDESK_METRICS_LISTEN=%s: %s; /metrics and /healthz are off",
-                settings.metrics_listen,
-                exc.strerror,
-            )
-
-        async def reload_config() -> None:
-            await asyncio.to_thread(live.reload_if_changed, engine)
-            await asyncio.to_thread(spam.reload_if_changed)
-
-        async def report_status() -> None:
-            notifier.send(status=await _status_line(engine, metrics, stop))
-
-        async def wake_processor() -> None:
-            processor.wake.set()
-
-        async def wake_sender() -> None:
-            sender.wake.set()
-
-        async def ticket_jobs() -> None:
-            """SLA reminders, the unassigned digest, postponed and resolved tickets."""
-            runtime = live.current()
-            for job in TICKET_JOBS:
-                try:
-                    await asyncio.to_thread(job, engine, runtime)
-                except Exception:  # one failing job must not stop the others or the daemon
-                    log.exception("scheduler: %s failed; it runs again shortly", job.__name__)
-
-        scheduler.add_job(ticket_jobs, "interval", seconds=settings.sla_scan_seconds,
-                          id="ticket-jobs", max_instances=1, coalesce=True)
-        scheduler.add_job(wake_processor, "interval", seconds=5, id="spool-scan")
-        scheduler.add_job(wake_sender, "interval", seconds=5, id="outbox-flush")
-        scheduler.add_job(reload_config, "interval", seconds=5, id="config-reload")
-        if notifier.enabled:
-            scheduler.add_job(report_status, "interval", seconds=10, id="sd-status")
-        scheduler.start()
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload_config()))
-
-        await processor.warm_up()
-        tasks.append(loop.create_task(processor.run_forever(), name="pipeline"))
-        tasks.append(loop.create_task(sender.run_forever(), name="outbox"))
-        if learner is not None:
-            tasks.append(loop.create_task(learner.run_forever(), name="spam-learning"))
-        if notifier.watchdog_seconds:
-            tasks.append(loop.create_task(_watchdog(notifier), name="watchdog"))
-        await asyncio.to_thread(_ping_database, engine)  # reachable right now
-        log.info(
-            "maildesk listening for SMTP on %s:%d for %s; outbound: %s",
-            host,
-            bound_port,
-            ", ".join(settings.support_addresses),
-            settings.effective_outbound,
-        )
-        if not stop.is_set():
-            notifier.send(ready=1, status=f"SMTP on {host}:{bound_port}; no mail yet")
+        server, host, port = await _listen(sessions, settings.smtp_listen)
+        d.smtp = f"listening on {host}:{port}"
+        status = await _status_server(d)
+        if d.notifier.enabled:
+            d.scheduler.every(STATUS_SECONDS, "sd-status", partial(_report_status, d))
+        loop.add_signal_handler(signal.SIGHUP, d.reloader.wake)
+        await d.processor.warm_up()
+        for worker in d.workers:
+            worker.start()
+        if d.notifier.watchdog_seconds:
+            tasks.append(loop.create_task(_watchdog(d.notifier), name="watchdog"))
+        await asyncio.to_thread(_ping_database, d.engine)  # reachable right now
+        log.info("maildesk listening for SMTP on %s:%d for %s; outbound: %s", host, port,
+                 ", ".join(settings.support_addresses), settings.effective_outbound)
+        if not d.stop.is_set():
+            d.notifier.send(ready=1, status=f"SMTP on {host}:{port}; no mail yet")
             if ready:
-                ready(bound_port)
+                ready(port)
         serving = True
-        await stop.wait()
+        await d.stop.wait()
     finally:
-        notifier.send(stopping=1, status="stopping")
-        deadline = time.monotonic() + STOP_SECONDS
-        log.info("maildesk stopping")
-        if sessions is not None and server is not None:
-            cut = await sessions.drain(SMTP_DRAIN_SECONDS)
-            if cut:
-                log.warning("smtp: %d transaction(s) cut off at shutdown (clients retry)", cut)
-            server.close()
-        if status is not None:
-            await status.stop()
-        if imap is not None:
-            await imap.stop(grace=2.0)
-        if scheduler.running:
-            scheduler.shutdown(wait=False)
-        for task in tasks:
-            if task.get_name() != "pipeline":
-                task.cancel()
-        # Mail that got its 250 is processed now (its confirmation goes out below),
-        # unless time runs short: then it waits, durably spooled, for the next start.
-        if serving:
-            with contextlib.suppress(TimeoutError):
-                budget = max(0.5, deadline - time.monotonic() - 2)
-                await asyncio.wait_for(processor.drain(), budget)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await spool.stop()
-        await asyncio.to_thread(processor.close)  # a batch being committed finishes
-        if learner is not None:  # what is left stays queued for the next start if this fails
-            try:
-                await asyncio.to_thread(learner.flush)
-            except Exception:
-                log.exception("spam learning: last batch not learned; it is at the next start")
-        if serving:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sender.flush(), max(0.5, deadline - time.monotonic()))
-        parser.close()
-        engine.dispose()
-        log.info("maildesk stopped")
+        await _shut_down(d, sessions, server, status, tasks, serving)
 
 
-def _ping_database(engine: Any) -> None:
+async def _shut_down(
+    d: Daemon,
+    sessions: SmtpSessions | None,
+    server: asyncio.Server | None,
+    status: StatusServer | None,
+    tasks: list[asyncio.Task[None]],
+    serving: bool,
+) -> None:
+    """Intake first (no new mail), then the workers in reverse order; the mail that got
+    its 250 is processed and its mails flushed while time allows (else it waits,
+    durably spooled, for the next start)."""
+    d.notifier.send(stopping=1, status="stopping")
+    deadline = time.monotonic() + STOP_SECONDS
+    log.info("maildesk stopping")
+    if sessions is not None and server is not None:
+        cut = await sessions.drain(SMTP_DRAIN_SECONDS)
+        if cut:
+            log.warning("smtp: %d transaction(s) cut off at shutdown (clients retry)", cut)
+        server.close()
+    if status is not None:
+        await status.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for worker in reversed(d.workers):
+        if worker is not d.processor:
+            await worker.stop()
+    if serving:
+        with contextlib.suppress(TimeoutError):
+            budget = max(0.5, deadline - time.monotonic() - 2)
+            await asyncio.wait_for(d.processor.drain(), budget)
+    await d.processor.stop()  # a batch being committed finishes
+    await d.spool.stop()
+    if d.learner is not None:  # what is left stays queued for the next start if this fails
+        try:
+            await asyncio.to_thread(d.learner.flush)
+        except Exception:
+            log.exception("spam learning: last batch not learned; it is at the next start")
+    if serving:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(d.sender.flush(), max(0.5, deadline - time.monotonic()))
+    d.parser.close()
+    d.engine.dispose()
+    log.info("maildesk stopped")
+
+
+async def _listen(sessions: SmtpSessions, listen: str) -> tuple[asyncio.Server, str, int]:
+    host, port = split_host_port(listen)
+    try:
+        server = await asyncio.get_running_loop().create_server(sessions, host, port)
+    except OSError as exc:
+        raise ConfigError(f"MAILDESK_SMTP_LISTEN={listen}: {exc.strerror}") from None
+    return server, host, int(server.sockets[0].getsockname()[1])
+
+
+async def _status_server(d: Daemon) -> StatusServer | None:
+    """/metrics and /healthz; the mail keeps flowing when the port is taken."""
+    status = StatusServer(d.engine, d.metrics, d.health)
+    host, port = split_host_port(d.settings.metrics_listen)
+    try:
+        await status.start(host, port)
+    except OSError as exc:
+        log.error("MAILDESK_METRICS_LISTEN=%s: %s; /metrics and /healthz are off",
+                  d.settings.metrics_listen, exc.strerror)
+        return None
+    return status
+
+
+def _ping_database(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
 
@@ -286,14 +293,14 @@ async def _watchdog(notifier: Notifier) -> None:
         await asyncio.sleep(notifier.watchdog_seconds / 2)
 
 
-async def _status_line(engine: Any, metrics: Metrics, stop: asyncio.Event) -> str:
-    totals = metrics.totals()
+async def _report_status(d: Daemon) -> None:
+    totals = d.metrics.totals()
     try:
-        backlog = await asyncio.to_thread(backlog_counts, engine)
+        backlog = await asyncio.to_thread(backlog_counts, d.engine)
         waiting = f"waiting: {backlog['inbound_new']} in, {backlog['outbox_queued']} out"
     except Exception:
         waiting = "database unreachable"
-    return (
-        f"{'stopping; ' if stop.is_set() else ''}{totals['accepted']} mails accepted, "
+    d.notifier.send(status=(
+        f"{'stopping; ' if d.stop.is_set() else ''}{totals['accepted']} mails accepted, "
         f"{totals['processed']} processed, {totals['sent']} sent; {waiting}"
-    )
+    ))

@@ -149,7 +149,8 @@ def upgrade_database(env: dict[str, str]) -> None:
 class Daemon:
     """`maildesk run` as a real subprocess, the way a user starts it."""
 
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+    def __init__(self, env: dict[str, str], port: int, log: Path, module: str = "maildesk") -> None:
+        self.module = module  # tests.faultydaemon: the same daemon with test faults wired in
         self.env = env
         self.port = port
         self.log_path = log
@@ -159,8 +160,9 @@ class Daemon:
     def start(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "maildesk", "run"],
+            [sys.executable, "-m", self.module, "run"],
             env=self.env,
+            cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -204,7 +206,7 @@ def start_daemon(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Da
     """Upgrade a fresh database and start `maildesk run`; extra env via keyword arguments."""
     started: list[Daemon] = []
 
-    def start(**extra: str) -> Daemon:
+    def start(module: str = "maildesk", **extra: str) -> Daemon:
         port = free_port()
         data = tmp_path / "data"
         env = base_env(
@@ -215,7 +217,7 @@ def start_daemon(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Da
             **extra,
         )
         upgrade_database(env)
-        daemon = Daemon(env, port, tmp_path / "daemon.log")
+        daemon = Daemon(env, port, tmp_path / "daemon.log", module)
         daemon.start()
         started.append(daemon)
         return daemon

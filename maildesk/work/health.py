@@ -65,9 +65,13 @@ class StatusServer:
             body["database"] = "ok"
         except Exception as exc:
             body["database"] = f"error: {str(exc).splitlines()[0]}"
-        degraded = body["database"] != "ok" or any(
-            isinstance(c, dict) and c.get("state") in ("auth_failed", "backoff")
-            for c in body.get("imap", [])
+        degraded = (
+            body["database"] != "ok"
+            or any(
+                isinstance(c, dict) and c.get("state") in ("auth_failed", "backoff")
+                for c in body.get("imap", [])
+            )
+            or any(w.get("state") == "failing" for w in body.get("workers", {}).values())
         )
         body["status"] = "degraded" if degraded else "ok"
         return (503 if body["database"] != "ok" else 200), body

@@ -9,7 +9,6 @@ means it is sent again, never lost (at least once, recorded once).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import logging
@@ -33,6 +32,7 @@ from sqlmodel import col
 from maildesk.errors import ConfigError, PermanentError, TransientError
 from maildesk.metrics import Metrics
 from maildesk.storage.models import Outbox
+from maildesk.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,12 @@ class FlushStats:
     failed: int = 0
 
 
-class OutboxSender:
+class OutboxSender(Worker):
+    """The outbox worker: each round delivers every due mail (`flush`)."""
+
+    name = "outbox"
+    idle_seconds = 2.0
+
     def __init__(
         self,
         engine: Engine,
@@ -246,6 +251,7 @@ class OutboxSender:
     ) -> None:
         """`return_path(outbox id)`: the envelope sender (VERP), so a delivery report
         can be matched to the mail it is about (maildesk.core.replytoken.bounce_address)."""
+        super().__init__()
         self._metrics = metrics
         self._return_path = return_path
         self._engine = engine
@@ -253,17 +259,9 @@ class OutboxSender:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.backoff_max = backoff_max
-        self.wake = asyncio.Event()
 
-    async def run_forever(self, idle_seconds: float = 2.0) -> None:
-        while True:
-            self.wake.clear()
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("outbox: flush failed; retrying shortly")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=idle_seconds)
+    async def run_once(self) -> None:
+        await self.flush()
 
     async def flush(self) -> FlushStats:
         """Claim a batch, deliver it, record it in one transaction; again until none is

@@ -9,7 +9,6 @@ down with it. A mail that keeps failing is parked as `failed`, raw kept.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from asyncio import FIRST_COMPLETED
@@ -39,6 +38,7 @@ from maildesk.storage.models import Inbound
 from maildesk.work.parsepool import ParseFailure, ParserPool
 from maildesk.work.quarantine import mark_ticket
 from maildesk.work.spamlearn import Lesson, SureLearner, queue_lesson
+from maildesk.worker import Worker
 
 if TYPE_CHECKING:
     from maildesk.spam import SpamFilter
@@ -245,7 +245,11 @@ def _replies_to(parsed: InboundMail | ParseFailure, parsing: dict[str, int], me:
     return any(parsing.get(ref, me) < me for ref in refs)
 
 
-class Processor:
+class Processor(Worker):
+    """The pipeline worker: each round drains every `new` inbound row."""
+
+    name = "pipeline"
+
     def __init__(
         self,
         engine: Engine,
@@ -257,6 +261,7 @@ class Processor:
         notify: NotifyPolicy | None = None,
         learner: SureLearner | None = None,
     ) -> None:
+        super().__init__()
         self._metrics = metrics
         self._learner = learner
         self._notify = notify
@@ -267,21 +272,12 @@ class Processor:
         self._on_committed = on_committed
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._draining = asyncio.Lock()  # one drain at a time: no row is parsed twice
-        self.wake = asyncio.Event()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
-    async def run_forever(self, idle_seconds: float = 5.0) -> None:
-        while True:
-            self.wake.clear()
-            try:
-                await self.drain()
-            except Exception:
-                log.exception("pipeline: drain failed; retrying shortly")
-                await asyncio.sleep(1)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=idle_seconds)
+    async def run_once(self) -> None:
+        await self.drain()
 
     async def drain(self, progress: Callable[[int], None] | None = None) -> DrainStats:
         """Process every `new` inbound row; returns what happened."""

@@ -6,6 +6,7 @@ each problem is logged as one file:line line, and the admins get one mail.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 from dataclasses import dataclass
@@ -19,9 +20,13 @@ from maildesk.config.settings import Settings
 from maildesk.core.compose import compose
 from maildesk.core.render import RenderedMail
 from maildesk.errors import ConfigError
+from maildesk.spam.live import LiveSpamFilter
 from maildesk.storage.models import Outbox
+from maildesk.worker import Worker
 
 log = logging.getLogger("maildesk.config")
+
+RELOAD_SECONDS = 5.0  # how often the files are looked at (SIGHUP: at once)
 
 
 def config_stamp(settings: Settings) -> tuple[float, ...]:
@@ -57,6 +62,24 @@ class LiveConfig:
             return False
         log.info("config reloaded")
         return True
+
+
+class ConfigReloader(Worker):
+    """Reloads the configuration and the spam model when their files change (every
+    few seconds, and at once on SIGHUP: `wake`)."""
+
+    name = "config"
+    idle_seconds = RELOAD_SECONDS
+
+    def __init__(self, live: LiveConfig, spam: LiveSpamFilter, engine: Engine) -> None:
+        super().__init__()
+        self._live = live
+        self._spam = spam
+        self._engine = engine
+
+    async def run_once(self) -> None:
+        await asyncio.to_thread(self._live.reload_if_changed, self._engine)
+        await asyncio.to_thread(self._spam.reload_if_changed)
 
 
 def _tell_admins(engine: Engine, runtime: Runtime, problems: list[str]) -> None:

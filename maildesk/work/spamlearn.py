@@ -39,6 +39,7 @@ from sqlmodel import Session, col, select
 from maildesk.core.parse import InboundMail, parse_mail
 from maildesk.storage.db import read_only
 from maildesk.storage.models import KV, Inbound, Message
+from maildesk.worker import Worker
 
 if TYPE_CHECKING:
     from maildesk.spam.live import LiveSpamFilter
@@ -116,7 +117,7 @@ def relearn(
     return said
 
 
-class SureLearner:
+class SureLearner(Worker):
     """The daemon's batch learner of sure verdicts (MAILDESK_SPAM_LEARN=sure).
 
     The pipeline hands over lessons after its commit (`add`); `run_forever` learns
@@ -125,6 +126,9 @@ class SureLearner:
     are picked up by `recover` at start.
     """
 
+    name = "spam-learning"
+    idle_seconds = 1.0
+
     def __init__(
         self,
         engine: Engine,
@@ -132,6 +136,7 @@ class SureLearner:
         batch: int = BATCH,
         seconds: float = FLUSH_SECONDS,
     ) -> None:
+        super().__init__()
         self._engine = engine
         self._live = live
         self.batch = batch
@@ -172,14 +177,10 @@ class SureLearner:
         self.add(lessons)
         return len(lessons)
 
-    async def run_forever(self, poll_seconds: float = 1.0) -> None:
-        while True:
-            await asyncio.sleep(poll_seconds)
-            if self.due():
-                try:
-                    await asyncio.to_thread(self.flush)
-                except Exception:
-                    log.exception("spam learning: batch failed; its mails stay queued")
+    async def run_once(self) -> None:
+        """A failed batch stays queued (its rows) and is learned by a later round."""
+        if self.due():
+            await asyncio.to_thread(self.flush)
 
     def flush(self) -> int:
         """Learn every pending lesson still queued: one model write; returns how many."""

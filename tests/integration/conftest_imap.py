@@ -16,13 +16,14 @@ from sqlmodel import Session, select
 
 from maildesk.config.runtime import load_runtime
 from maildesk.config.settings import load_settings
-from maildesk.intake.imap import Faults, Poller, PollerOptions, parse_mailboxes
+from maildesk.intake.imap import Poller, PollerOptions, parse_mailboxes
 from maildesk.intake.spool import Spool
 from maildesk.storage.db import make_engine, upgrade
 from maildesk.storage.models import Inbound, Ticket
 from maildesk.work.parsepool import ParserPool
 from maildesk.work.processor import Processor
 from tests.conftest import REPO, require_or_skip
+from tests.faults import Faults
 from tests.integration.dovecot import Dovecot, dovecot_binary, start_dovecot
 from tests.mailkit import make_mail
 
@@ -77,16 +78,15 @@ async def running_pipeline(database_url: str, data_dir: Path) -> AsyncIterator[P
     warm = make_mail(subject="warm-up", body="Hello, this is a warm-up mail.\n")
     await asyncio.gather(*(parser.parse(warm) for _ in range(4)))
     processor = Processor(engine, lambda: runtime, parser)
-    spool = Spool(engine, on_stored=processor.wake.set)
+    spool = Spool(engine, on_stored=processor.wake)
     spool.start()
-    task = asyncio.get_running_loop().create_task(processor.run_forever(idle_seconds=1.0))
+    processor.idle_seconds = 1.0
+    processor.start()
     try:
         yield Pipeline(engine, spool, processor)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await processor.stop()
         await spool.stop()
-        processor.close()
         parser.close()
         engine.dispose()
 
@@ -97,13 +97,11 @@ async def running_poller(
 ) -> AsyncIterator[Poller]:
     (mailbox,) = parse_mailboxes(url)
     poller = Poller(mailbox, pipeline.engine, pipeline.spool, options, faults or Faults())
-    task = asyncio.get_running_loop().create_task(poller.run())
+    poller.start()
     try:
         yield poller
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        poller.close()
+        await poller.stop()
 
 
 async def eventually(

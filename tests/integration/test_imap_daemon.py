@@ -34,7 +34,7 @@ def tickets(daemon: Daemon) -> int:
 def test_killed_between_commit_and_move_no_duplicate(
     dovecot: Dovecot, start_daemon: StartDaemon
 ) -> None:
-    crashing = start_daemon(**imap_env(dovecot, MAILDESK_IMAP_FAULT="kill-before-move"))
+    crashing = start_daemon("tests.faultydaemon", **imap_env(dovecot))
     dovecot.append([make_mail(subject="Crash me")])
     assert crashing.proc is not None
     assert crashing.proc.wait(timeout=30) == -signal.SIGKILL

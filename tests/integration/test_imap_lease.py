@@ -26,12 +26,11 @@ def test_one_poller_per_mailbox_and_takeover(
 
     async def scenario() -> None:
         async with running_pipeline(url, tmp_path / "data") as pipe:
-            loop = asyncio.get_running_loop()
             first = Poller(mailbox, pipe.engine, pipe.spool, OPTIONS)
             second = Poller(mailbox, pipe.engine, pipe.spool, OPTIONS)
-            first_task = loop.create_task(first.run())
+            first.start()
             await eventually(lambda: first.health()["state"] == "idle")
-            second_task = loop.create_task(second.run())
+            second.start()
             try:
                 await eventually(lambda: second.health()["state"] == "standby")
                 mails = [make_mail(subject=f"lease {i}") for i in range(3)]
@@ -41,17 +40,13 @@ def test_one_poller_per_mailbox_and_takeover(
                 assert second.health()["state"] == "standby"
                 assert (first.counts["ingested"], second.counts["ingested"]) == (3, 0)
 
-                first_task.cancel()  # the first instance goes away
-                await asyncio.gather(first_task, return_exceptions=True)
+                await first.stop()  # the first instance goes away
                 await asyncio.to_thread(dovecot.append, [make_mail(subject="after")])
                 await eventually(lambda: dovecot.count("Processed") == 4, timeout=20)
                 assert second.counts["ingested"] == 1
             finally:
-                for task in (first_task, second_task):
-                    task.cancel()
-                await asyncio.gather(first_task, second_task, return_exceptions=True)
-                first.close()
-                second.close()
+                await first.stop()
+                await second.stop()
             assert pipe.tickets() == 4
             assert pipe.inbound_statuses() == {"done": 4}
 

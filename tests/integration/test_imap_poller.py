@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from maildesk.intake.imap import Faults, PollerOptions
+from maildesk.intake.imap import PollerOptions
+from tests.faults import Faults
 from tests.integration.conftest_imap import (
     dovecot_fixture,
     eventually,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from maildesk.errors import ConfigError
-from maildesk.intake.imap.faults import Faults, InjectedFault, faults_from_env
 from maildesk.intake.imap.plan import backoff_delay, plan_batches
 from maildesk.intake.imap.session import uid_set
+from tests.faults import Faults, InjectedFault
 
 
 @pytest.mark.parametrize(
@@ -43,14 +42,8 @@ def test_backoff_doubles_and_is_capped() -> None:
     assert backoff_delay(10_000, 1.0, 60.0) == 60
 
 
-def test_fault_hooks_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MAILDESK_IMAP_FAULT", raising=False)
-    assert faults_from_env() == Faults()
-    monkeypatch.setenv("MAILDESK_IMAP_FAULT", "poison=BAD,kill-before-move")
-    assert faults_from_env() == Faults(poison=b"BAD", kill_before_move=True)
+def test_fault_hooks_fire_only_on_their_mail() -> None:
     with pytest.raises(InjectedFault):
         Faults(poison=b"BAD").before_ingest(1, b"a BAD mail")
     Faults(poison=b"BAD").before_ingest(1, b"a good mail")
-    monkeypatch.setenv("MAILDESK_IMAP_FAULT", "explode")
-    with pytest.raises(ConfigError, match="unknown fault"):
-        faults_from_env()
+    Faults().before_move([1, 2])  # no fault asked for: nothing happens

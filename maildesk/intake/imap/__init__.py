@@ -1,22 +1,19 @@
-"""The IMAP poller: mailboxes in MAILDESK_IMAP_URL become tickets (issue 3).
+"""The IMAP poller: mailboxes in MAILDESK_IMAP_URL become tickets.
 
-`start_pollers(settings, engine, spool)` from the daemon; `health()` for /healthz.
+`make_pollers(settings, engine, spool)` gives the daemon one worker per mailbox.
 """
 
-from maildesk.intake.imap.faults import Faults
 from maildesk.intake.imap.plan import PollerOptions, PollerState
-from maildesk.intake.imap.poller import Poller
-from maildesk.intake.imap.service import ImapPollers, health, start_pollers
+from maildesk.intake.imap.poller import Poller, PollerHooks
+from maildesk.intake.imap.service import make_pollers
 from maildesk.intake.imap.url import Mailbox, parse_mailboxes
 
 __all__ = [
-    "Faults",
-    "ImapPollers",
     "Mailbox",
     "Poller",
+    "PollerHooks",
     "PollerOptions",
     "PollerState",
-    "health",
+    "make_pollers",
     "parse_mailboxes",
-    "start_pollers",
 ]

@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +29,6 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from maildesk.errors import ConfigError, TransientError
-from maildesk.intake.imap.faults import NO_FAULTS, Faults
 from maildesk.intake.imap.lease import Lease, try_acquire
 from maildesk.intake.imap.plan import PollerOptions, PollerState, backoff_delay, plan_batches
 from maildesk.intake.imap.records import Verdict, record_failed, verdicts_of
@@ -37,6 +36,7 @@ from maildesk.intake.imap.session import ImapAuthFailed, ImapRefused, ImapSessio
 from maildesk.intake.imap.state import Failure, MailboxState, StateStore
 from maildesk.intake.imap.url import Mailbox
 from maildesk.intake.spool import Spool
+from maildesk.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +54,39 @@ class _Spooled:
     errors: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # uid -> (why, raw)
 
 
-class Poller:
+class PollerHooks:
+    """Points where a test can make the poller fail (tests/faults.py); no-ops here."""
+
+    def before_ingest(self, uid: int, raw: bytes) -> None:
+        """Called for each fetched mail before it is spooled."""
+
+    def before_move(self, uids: Sequence[int]) -> None:
+        """Called after the pipeline committed these mails, before they are moved."""
+
+
+NO_HOOKS = PollerHooks()
+
+
+class Poller(Worker):
+    """One mailbox: a worker with a loop of its own (lease, IDLE, backoff)."""
+
     def __init__(
         self,
         mailbox: Mailbox,
         engine: Engine,
         spool: Spool,
         options: PollerOptions | None = None,
-        faults: Faults = NO_FAULTS,
+        hooks: PollerHooks = NO_HOOKS,
     ) -> None:
+        super().__init__()
+        self.name = f"imap {mailbox.label}"
         self.mailbox = mailbox
         self.options = options or PollerOptions()
         self._engine = engine
         self._spool = spool
-        self._faults = faults
+        self._hooks = hooks
         self._store = StateStore(engine, mailbox.key)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap{next(_counter)}")
-        self._wake = asyncio.Event()
         self._session: ImapSession | None = None
         self._mb = MailboxState()
         self._pending: dict[int, int] = {}  # uid -> inbound id still waiting for the pipeline
@@ -110,7 +126,7 @@ class Poller:
 
     # -- the loop ------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run_forever(self) -> None:
         """Poll until cancelled; never raises for network, server or database trouble."""
         try:
             while True:
@@ -329,7 +345,7 @@ class Poller:
                 batch.errors[uid] = ("the server returned no message body", b"")
                 continue
             try:
-                self._faults.before_ingest(uid, raw)
+                self._hooks.before_ingest(uid, raw)
             except Exception as exc:
                 batch.errors[uid] = (_one_line(exc), raw)
                 continue
@@ -404,7 +420,7 @@ class Poller:
         if poisoned:
             await asyncio.to_thread(self._record_poison, poisoned)
 
-        self._faults.before_move(done)
+        self._hooks.before_move(done)
         await self._call(session.move, done, opts.done_folder, True)
         to_errors = failed + [uid for uid, _, _ in poisoned]
         await self._call(session.move, to_errors, opts.errors_folder, False)
