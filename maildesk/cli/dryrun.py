@@ -24,8 +24,8 @@ from maildesk.core.tid import format_tid
 from maildesk.intake.sources import iter_messages, not_mail
 from maildesk.spam.model import SpamFilter, SpamThresholds
 from maildesk.storage.models import Inbound, Outbox, Ticket
+from maildesk.work.handle import NotifyPolicy, Tools, handle
 from maildesk.work.parsepool import ParseFailure, ParserPool
-from maildesk.work.processor import NotifyPolicy, process_one
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def _one(
         session.flush()
         assert row.id is not None
         try:
-            done = process_one(session, row, parsed, runtime, now, spam, notify)
+            done = handle(session, row, parsed, Tools(runtime, spam, notify), now)
             outcome, ticket_id = done.outcome, done.ticket_id
             session.flush()
             ticket = session.get(Ticket, ticket_id) if ticket_id else None

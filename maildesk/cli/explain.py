@@ -19,8 +19,8 @@ from maildesk.core.classify import classify
 from maildesk.core.identity import authorise
 from maildesk.core.parse import parse_mail
 from maildesk.core.tid import format_tid
-from maildesk.storage import facts
 from maildesk.storage.db import make_engine, read_only, require_current_schema
+from maildesk.storage.thread import lookup_thread
 
 thread_app = typer.Typer(help="Threading: which ticket a mail joins.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
@@ -46,7 +46,7 @@ def explain_thread(
     kind = classify(mail, None, frozenset(runtime.settings.support_addresses))
     identity = authorise(mail, envelope_to, runtime.trust)
     with Session(read_only(engine)) as session:
-        thread = facts.lookup_thread(
+        thread = lookup_thread(
             session, mail, kind, identity, envelope_to, runtime.hmac_key
         )
         session.rollback()

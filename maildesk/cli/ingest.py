@@ -21,8 +21,9 @@ from maildesk.core.parse import InboundMail
 from maildesk.intake.sources import count_messages, iter_messages, not_mail
 from maildesk.intake.spool import Spool
 from maildesk.spam.model import SpamFilter, SpamThresholds
+from maildesk.work.handle import NotifyPolicy
 from maildesk.work.parsepool import ParserPool
-from maildesk.work.processor import DrainStats, NotifyPolicy, Processor
+from maildesk.work.processor import DrainStats, Processor
 
 CHUNK = 200
 RECENT = timedelta(days=1)

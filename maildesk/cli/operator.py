@@ -25,6 +25,7 @@ from maildesk.core.updates import customer_updates
 from maildesk.errors import MaildeskError, NotFound
 from maildesk.storage import facts, store
 from maildesk.storage.models import Event, Ticket
+from maildesk.storage.tickets import ticket_state
 from maildesk.work.quarantine import mark_ticket
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def run_commands(
         ).first()
         if ticket is None:
             raise NotFound(f"no ticket {format_tid(number)}")
-        state = facts.ticket_state(session, ticket)
+        state = ticket_state(session, ticket)
         targets = facts.merge_targets(session, [c.ticket for c in parsed.commands if c.ticket])
         errors += command_errors(parsed.commands, state, targets, runtime.policy)
         if errors:
@@ -81,7 +82,7 @@ def run_commands(
         actor = f"{author} (maildesk do)"
         for kind, detail in applied.events:
             session.add(Event(ticket_id=number, at=now, actor=actor, kind=kind, detail=detail))
-        store.queue_mails(session, facts.ticket_state(session, updated),
+        store.queue_mails(session, ticket_state(session, updated),
                           _no_mail(updated.subject, author), updates, runtime, now)
         said = [f"{kind}: {detail}" for kind, detail in applied.events]
         if applied.mark is not None:

@@ -1,8 +1,7 @@
 """The pure core: one parsed mail plus the state it needs -> a Decision.
 
-Nothing here touches the database, the network or the clock; the IO shell
-(maildesk.work.processor) gathers the facts, calls `decide`, and applies the result
-in one transaction.
+Nothing here touches the database, the network or the clock; the flow of a mail
+(maildesk.work.handle) gathers the facts, calls `decide`, and applies the result.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from maildesk.core.decision import (
     CLOSED_STATUSES,
     Alert,
     Decision,
+    Facts,
     MailIntent,
     NewTicket,
     Policy,
@@ -38,6 +38,7 @@ __all__ = [
     "CLOSED_STATUSES",
     "Alert",
     "Decision",
+    "Facts",
     "MailIntent",
     "NewTicket",
     "Policy",
@@ -57,21 +58,14 @@ def may_join(ticket: TicketState, identity: Identity) -> bool:
     return identity.is_staff or (bool(identity.address) and identity.address in ticket.participants)
 
 
-def decide(
-    mail: InboundMail,
-    kind: Classification,
-    thread: ThreadMatch,
-    identity: Identity,
-    sender: SenderFacts,
-    workload: Workload,
-    policy: Policy,
-    now: datetime,
-    spam: SpamBand = "ham",
-) -> Decision:
-    """Spam only matters for new tickets: a participant's reply is never quarantined."""
+def decide(mail: InboundMail, facts: Facts, policy: Policy, now: datetime) -> Decision:
+    """What becomes of one mail. Spam only matters for new tickets: a participant's
+    reply is never quarantined."""
+    kind, thread, identity, sender = facts.kind, facts.thread, facts.identity, facts.sender
     if kind.kind == "bounce":
         return _bounce(mail, thread)
-    decision = _decide(mail, kind, thread, identity, sender, workload, policy, now, spam)
+    decision = _decide(mail, kind, thread, identity, sender, facts.workload, policy, now,
+                       facts.spam)
     events = [("identity", f"{identity.role}: {identity.reason}")]
     if thread.reason:
         events.append(("thread", thread.reason))

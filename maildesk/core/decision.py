@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from maildesk.core.classify import Classification
+from maildesk.core.identity import Identity
 from maildesk.core.quotes import StrippedReply
 from maildesk.core.rules import RulesConfig
 from maildesk.core.sla import SlaConfig
@@ -95,6 +97,24 @@ class Workload:
 
 
 SpamBand = Literal["ham", "unsure", "spam"]
+
+
+NO_SENDER_FACTS = SenderFacts(auto_replies_last_hour=0, suppressed=False)
+NO_WORKLOAD = Workload(open_counts={}, last_assigned={})
+
+
+@dataclass(frozen=True)
+class Facts:
+    """All `decide` knows of a mail besides its content: what the pure stages found
+    (kind, identity, spam band) and what the database said (thread, sender, workload;
+    the sender's and the workload only for a mail that may open a ticket)."""
+
+    kind: Classification
+    identity: Identity
+    thread: ThreadMatch
+    sender: SenderFacts = NO_SENDER_FACTS
+    workload: Workload = NO_WORKLOAD
+    spam: SpamBand = "ham"
 UpdateEvent = Literal["assigned", "resolved", "closed", "reopened", "rating_ask"]
 
 

@@ -1,93 +1,44 @@
-"""What the pipeline reads before it decides (storage side): the ticket a mail belongs
-to, the sender's recent history, the assignment state, a staff reply's collision or
-held answer. Only reads; maildesk.storage.store writes the Decision."""
+"""What the pipeline reads before it decides (storage side): `load_facts` gathers, for
+one mail, its thread (maildesk.storage.thread), the sender's recent history, the
+assignment state, and a staff reply's collision, held answer and #merge targets.
+Only reads; maildesk.storage.store writes the Decision."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from sqlalchemy import func, literal, null, union_all
+from sqlalchemy import func, null
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from maildesk.config.runtime import Runtime
 from maildesk.core.classify import Classification
+from maildesk.core.commands import parse_commands
 from maildesk.core.decide import (
     SenderFacts,
-    ThreadMatch,
     TicketState,
     Workload,
-    may_join,
 )
-from maildesk.core.decision import Collision, HeldAnswer
+from maildesk.core.decision import NO_SENDER_FACTS, NO_WORKLOAD, Collision, Facts, HeldAnswer
 from maildesk.core.identity import Identity
 from maildesk.core.parse import InboundMail
-from maildesk.core.replytoken import verify_bounce, verify_rating
-from maildesk.core.rules import RulesConfig
-from maildesk.core.tid import clean_subject, find_tids, format_tid
+from maildesk.core.rules import RulesConfig, evaluate
+from maildesk.core.tid import clean_subject
 from maildesk.storage.models import (
     KV,
     Message,
     Outbox,
-    Participant,
     Suppression,
     Ticket,
 )
 from maildesk.storage.models import Attachment as AttachmentRow
-
-if TYPE_CHECKING:
-    pass
-
-OPEN_STATUSES = ("new", "open", "pending")
-
-
-def ticket_state(
-    session: Session, ticket: Ticket, participants: frozenset[str] | None = None
-) -> TicketState:
-    """The pure view of a ticket; participants are read unless the caller knows them."""
-    assert ticket.id is not None
-    cc: frozenset[str] = frozenset()
-    staff: frozenset[str] = frozenset()
-    co: frozenset[str] = frozenset()
-    if participants is None:
-        rows = session.exec(
-            select(Participant.address, Participant.role).where(
-                Participant.ticket_id == ticket.id
-            )
-        ).all()
-        # Staff who wrote on the ticket are not participants a mail may join as: only a
-        # proven identity makes a mail staff (invariant 5).
-        participants = frozenset(a for a, role in rows if role not in ("staff", "co"))
-        cc = frozenset(a for a, role in rows if role == "cc")
-        staff = frozenset(a for a, role in rows if role == "staff")
-        co = frozenset(a for a, role in rows if role == "co")
-    return TicketState(
-        id=ticket.id,
-        status=ticket.status,
-        subject=ticket.subject,
-        requester=ticket.requester,
-        requester_name=ticket.requester_name,
-        participants=frozenset(participants) | {ticket.requester},
-        assignee=ticket.assignee,
-        group=ticket.assigned_group,
-        priority=ticket.priority,
-        category=ticket.category,
-        sla_level=ticket.sla_level,
-        language=ticket.language,
-        first_response_due=ticket.first_response_due,
-        cc=cc,
-        staff=staff,
-        updated_at=ticket.updated_at,
-        first_response_at=ticket.first_response_at,
-        linked_to=ticket.linked_to,
-        rating=ticket.rating,
-        co=co,
-        merged_into=ticket.merged_into,
-        time_spent_minutes=ticket.time_spent_minutes,
-    )
+from maildesk.storage.thread import lookup_thread
+from maildesk.storage.tickets import OPEN_STATUSES, ticket_state
 
 
 def is_duplicate(session: Session, dedupe_key: str) -> int | None:
@@ -103,149 +54,6 @@ def stored_dedupe_keys(session: Session, keys: Sequence[str]) -> dict[str, int]:
         select(Message.dedupe_key, Message.ticket_id).where(col(Message.dedupe_key).in_(keys))
     ).all()
     return {str(key): int(ticket) for key, ticket in rows if key is not None}
-
-
-def _tickets_by_message_ids(session: Session, ids: Sequence[str]) -> dict[str, int]:
-    """Message-ID -> ticket, for mail we stored or sent."""
-    ids = [i for i in dict.fromkeys(ids) if i][:50]
-    if not ids:
-        return {}
-    sent = select(literal(0), Outbox.message_id, Outbox.ticket_id).where(
-        col(Outbox.message_id).in_(ids), col(Outbox.ticket_id).is_not(None)
-    )
-    stored = select(literal(1), Message.message_id, Message.ticket_id).where(
-        col(Message.message_id).in_(ids)
-    )
-    both: Any = union_all(sent, stored)  # one statement: what we sent wins
-    found: dict[str, int] = {}
-    for _, message_id, ticket_id in sorted(session.exec(both).all(), key=lambda r: r[0]):
-        if message_id is not None and ticket_id is not None:
-            found.setdefault(message_id, ticket_id)
-    return found
-
-
-def _our_mail_bounced(
-    session: Session, mail: InboundMail, envelope_to: Sequence[str], key: bytes
-) -> Outbox | None:
-    """The outbound mail a delivery report is about: by its VERP return path, else by the
-    Message-ID we gave it. A report naming neither is not about a mail we sent."""
-    for address in [*envelope_to, *mail.to]:
-        outbox_id = verify_bounce(address, key)
-        if outbox_id is not None:
-            return session.get(Outbox, outbox_id)
-    original = mail.report.original_message_id if mail.report else None
-    if not original:
-        return None
-    return session.exec(select(Outbox).where(Outbox.message_id == original)).first()
-
-
-def lookup_thread(
-    session: Session,
-    mail: InboundMail,
-    kind: Classification,
-    identity: Identity,
-    envelope_to: Sequence[str],
-    key: bytes,
-) -> ThreadMatch:
-    """Bounce -> the mail that bounced; a staff reply token -> its ticket; else TID in
-    the subject; else In-Reply-To/References. Joining needs `may_join` (invariant 5)."""
-    if kind.kind == "bounce":
-        bounced = _our_mail_bounced(session, mail, envelope_to, key)
-        if bounced is None:
-            return ThreadMatch(None, "bounce")
-        ticket = session.get(Ticket, bounced.ticket_id) if bounced.ticket_id else None
-        return ThreadMatch(
-            ticket_state(session, ticket) if ticket else None,
-            "bounce",
-            bounce_recipients=tuple(a.lower() for a in bounced.recipients),
-        )
-    rated = _rating_token(session, mail, envelope_to, key)
-    if rated is not None:
-        return rated
-    candidates = _candidates(session, mail, identity)
-    ordered = _with_links(session, candidates)
-    joinable = [(state, how) for state, how in ordered if may_join(state, identity)]
-    sender = identity.address
-    own = [(st, how) for st, how in joinable if sender and st.requester == sender]
-    refused = [state for state, _ in ordered if not may_join(state, identity)]
-    refused_ids = tuple(dict.fromkeys(state.id for state in refused))
-    first_refused = refused[0] if refused else None
-    chosen = own[0] if own else joinable[0] if joinable else None
-    if chosen is None:
-        why = "no tag, token or reference leads to a ticket"
-        if refused:
-            why = f"{format_tid(refused[0].id)} is named but the sender is not on it"
-        return ThreadMatch(None, "none", refused_ids, first_refused, reason=why)
-    state, how = chosen
-    via: Literal["token", "tid", "reference"] = (
-        "token" if how.startswith("reply token") else "tid" if how.startswith("subject") else
-        "reference"
-    )
-    role = "requester" if state.requester == identity.address else (
-        "staff" if identity.is_staff else "participant")
-    return ThreadMatch(
-        state, via, refused_ids, first_refused,
-        reason=f"{format_tid(state.id)} by {how}; the sender is its {role}",
-    )
-
-
-def _rating_token(
-    session: Session, mail: InboundMail, envelope_to: Sequence[str], key: bytes
-) -> ThreadMatch | None:
-    """A mail to a rating address of a resolution mail (an HMAC token: proof enough)."""
-    for address in dict.fromkeys([*envelope_to, *mail.to, *mail.cc]):
-        found = verify_rating(address, key)
-        ticket = session.get(Ticket, found[0]) if found else None
-        if found and ticket is not None:
-            return ThreadMatch(ticket_state(session, ticket), "rating", rating=found[1],
-                               reason=f"rating address of {format_tid(found[0])}: {found[1]}")
-    return None
-
-
-def _candidates(
-    session: Session, mail: InboundMail, identity: Identity
-) -> list[tuple[int, str]]:
-    """Tickets the mail points at, the one to try first first: a reply token, subject
-    tags (last first), In-Reply-To, then References newest to oldest."""
-    found: list[tuple[int, str]] = []
-    if identity.ticket_id is not None:
-        found.append((identity.ticket_id, f"reply token for {format_tid(identity.ticket_id)}"))
-    for number in find_tids(mail.subject):
-        found.append((number, f"subject tag {format_tid(number)}"))
-    refs = list(dict.fromkeys([*mail.in_reply_to, *reversed(mail.references)]))[:50]
-    tickets = _tickets_by_message_ids(session, refs)
-    for ref in refs:
-        if ref in tickets:
-            header = "In-Reply-To" if ref in mail.in_reply_to else "References"
-            found.append((tickets[ref], f"{header} <{ref}>"))
-    return found
-
-
-def _with_links(
-    session: Session, candidates: list[tuple[int, str]]
-) -> list[tuple[TicketState, str]]:
-    """Each candidate ticket, followed by the tickets it was linked from (opened for a
-    participant who replied into another ticket): a reply to such a mail may belong
-    to the original ticket."""
-    out: list[tuple[TicketState, str]] = []
-    seen: set[int] = set()
-    for ticket_id, how in candidates:
-        current: int | None = ticket_id
-        label = how
-        for _ in range(5):
-            if current is None or current in seen:
-                break
-            found = session.get(Ticket, current)
-            ticket = _survivor(session, found)  # mail to a merged ticket goes to the survivor
-            if ticket is None or found is None or ticket.id in seen:
-                break
-            if ticket is not found:
-                label = f"{label}, merged into {format_tid(ticket.id or 0)}"
-            seen.update({current, ticket.id or 0})
-            out.append((ticket_state(session, ticket), label))
-            label = f"{how} via linked {format_tid(ticket.id or 0)}"
-            current = ticket.linked_to
-    return out
 
 
 def body_hash(mail: InboundMail) -> str | None:
@@ -423,9 +231,38 @@ def merge_targets(session: Session, numbers: Sequence[int]) -> tuple[TicketState
     return tuple(found)
 
 
-def _survivor(session: Session, ticket: Ticket | None) -> Ticket | None:
-    for _ in range(5):
-        if ticket is None or ticket.merged_into is None:
-            return ticket
-        ticket = session.get(Ticket, ticket.merged_into)
-    return ticket
+def load_facts(
+    session: Session,
+    mail: InboundMail,
+    kind: Classification,
+    identity: Identity,
+    envelope_to: Sequence[str],
+    runtime: Runtime,
+    now: datetime,
+    live: bool,
+) -> Facts:
+    """Everything `decide` needs from the database for this mail. The sender's history
+    and the workload are read only for a mail that may open a ticket; the storm guards
+    count the last hour of live mail (an import of old mail is no storm)."""
+    thread = lookup_thread(session, mail, kind, identity, envelope_to, runtime.hmac_key)
+    sender, work = NO_SENDER_FACTS, NO_WORKLOAD
+    if thread.ticket is None and kind.kind != "bounce":
+        sender = sender_facts(
+            session, mail.from_addr, now, body_hash(mail) if live else None, storms=live,
+            storm_limit=runtime.settings.new_tickets_per_sender_per_hour,
+        )
+        # Only the group the rules pick is asked for its pointer or its members' load.
+        work = workload(session, runtime.rules, evaluate(runtime.rules, mail).group)
+    if identity.is_staff and thread.ticket is not None:
+        collision, held = staff_reply_facts(
+            session, thread.ticket.id, mail, identity.address, runtime.settings.data_dir
+        )
+        # The tickets its #merge lines name, read by the same parser that applies them.
+        named = parse_commands(mail.text, runtime.rules, runtime.sla.levels,
+                               identity.address, now).commands
+        targets = merge_targets(session, [c.ticket for c in named if c.ticket])
+        sender = replace(sender, collision=collision, held=held, merge_targets=targets)
+    if identity.spoof:
+        alerted = recent_alerts(session, {"spoof": identity.spoof}, now)
+        sender = replace(sender, alerted=sender.alerted | alerted)
+    return Facts(kind, identity, thread, sender, work)

@@ -37,7 +37,7 @@ from maildesk.core.parse import InboundMail
 from maildesk.core.sla import SlaConfig
 from maildesk.core.tid import format_tid
 from maildesk.storage.correspondence import public_history, updates_sent
-from maildesk.storage.facts import body_hash, ticket_state
+from maildesk.storage.facts import body_hash
 from maildesk.storage.models import (
     KV,
     Event,
@@ -50,6 +50,7 @@ from maildesk.storage.models import (
 )
 from maildesk.storage.models import Attachment as AttachmentRow
 from maildesk.storage.slastore import advance_clocks, start_clocks
+from maildesk.storage.tickets import ticket_state
 
 if TYPE_CHECKING:
     from maildesk.spam import SpamVerdict

@@ -13,9 +13,9 @@ import logging
 import re
 from asyncio import FIRST_COMPLETED
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -24,20 +24,15 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from maildesk.config.runtime import Runtime
-from maildesk.core.classify import classify
-from maildesk.core.commands import parse_commands
-from maildesk.core.decide import SenderFacts, Workload, decide
-from maildesk.core.identity import authorise
 from maildesk.core.language import detect_language
 from maildesk.core.parse import InboundMail
-from maildesk.core.rules import evaluate
 from maildesk.metrics import Metrics
-from maildesk.storage import facts, store
+from maildesk.storage import facts
 from maildesk.storage.db import is_postgres, read_only
 from maildesk.storage.models import Inbound
+from maildesk.work.handle import KnownKeys, NotifyPolicy, Tools, handle
 from maildesk.work.parsepool import ParseFailure, ParserPool
-from maildesk.work.quarantine import mark_ticket
-from maildesk.work.spamlearn import Lesson, SureLearner, queue_lesson
+from maildesk.work.spamlearn import Lesson, SureLearner
 from maildesk.worker import Worker
 
 if TYPE_CHECKING:
@@ -48,145 +43,16 @@ log = logging.getLogger(__name__)
 BATCH = 100  # mails parsed together
 READY_GRACE = 0.05  # seconds to let the rest of a batch finish parsing, for one commit
 COMMIT_EVERY = 20  # mails per transaction: one fsync, and the write lock is not held long
-# Facts only a new ticket needs; replies and bounces skip those queries.
-NO_FACTS = SenderFacts(auto_replies_last_hour=0, suppressed=False)
-NO_WORKLOAD = Workload(open_counts={}, last_assigned={})
 MAX_ATTEMPTS = 3
 # PostgreSQL: an instance's claim on the `new` rows it parses. Only saves work: a row
 # whose claim ran out is parsed by another instance too, and still stored once.
 CLAIM = timedelta(seconds=15)
-# Whether a mail's confirmations/notifications go out (`maildesk ingest` imports: see there).
-NotifyPolicy = Callable[[InboundMail, datetime], bool]
-
-
 @dataclass
 class DrainStats:
     processed: int = 0
     tickets: set[int] = field(default_factory=set)
     duplicates: int = 0
     failed: int = 0
-
-
-@dataclass(frozen=True)
-class Processed:
-    """What became of one spooled mail: recorded on its inbound row by the caller."""
-
-    outcome: str  # done, duplicate, failed, skipped
-    ticket_id: int | None = None
-    dedupe_key: str | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class KnownKeys:
-    """Dedupe keys looked up for a whole chunk at once: `checked` were looked up (keys
-    that occur once in the chunk), `stored` maps those already stored to their ticket."""
-
-    checked: frozenset[str] = frozenset()
-    stored: Mapping[str, int] = field(default_factory=dict)
-
-    def ticket_of(self, session: Session, key: str) -> int | None:
-        if key in self.checked:
-            return self.stored.get(key)
-        return facts.is_duplicate(session, key)
-
-
-def process_one(
-    session: Session,
-    row: Inbound,
-    parsed: InboundMail | ParseFailure,
-    runtime: Runtime,
-    now: datetime,
-    spam_filter: SpamFilter | None = None,
-    notify: NotifyPolicy | None = None,
-    known: KnownKeys = KnownKeys(),  # frozen: a shared default is safe
-    lessons: list[Lesson] | None = None,
-) -> Processed:
-    """The flow of one mail (DESIGN.md): dedupe, classify, thread, decide, store.
-    The inbound row is only read: the caller records the result on it.
-
-    With ``lessons`` (MAILDESK_SPAM_LEARN=sure), a new ticket from live mail scored in
-    a sure band is queued to be learned as its verdict, after the commit.
-    """
-    if isinstance(parsed, ParseFailure):
-        log.error("inbound %s kept raw, not processed: %s", row.id, parsed.error)
-        return Processed("failed", error=parsed.error)
-    mail = parsed
-    dedupe_key = mail.dedupe_key[:600]
-    existing = known.ticket_of(session, mail.dedupe_key)
-    if existing is not None:
-        return Processed("duplicate", existing, dedupe_key)
-
-    kind = classify(mail, row.envelope_from, frozenset(runtime.settings.support_addresses))
-    envelope_to = [a for a in row.envelope_to.split(",") if a]
-    identity = authorise(mail, envelope_to, runtime.trust)
-    thread = facts.lookup_thread(session, mail, kind, identity, envelope_to, runtime.hmac_key)
-    verdict = None
-    if spam_filter is not None and not identity.is_staff:
-        verdict = spam_filter.score(mail)
-    new_ticket = thread.ticket is None and kind.kind != "bounce"
-    live = not row.source.startswith("file:")  # not an import (`maildesk ingest`)
-    sender = NO_FACTS
-    work = NO_WORKLOAD
-    if new_ticket:
-        # Storm guards count the last hour of live mail; an import of old mail is no storm.
-        repeat = facts.body_hash(mail) if live else None
-        sender = facts.sender_facts(
-            session,
-            mail.from_addr,
-            now,
-            repeat,
-            storms=live,
-            storm_limit=runtime.settings.new_tickets_per_sender_per_hour,
-        )
-        # Only the group the rules pick is asked for its pointer or its members' load.
-        work = facts.workload(session, runtime.rules, evaluate(runtime.rules, mail).group)
-    if identity.is_staff and thread.ticket is not None:
-        collision, held = facts.staff_reply_facts(
-            session, thread.ticket.id, mail, identity.address, runtime.settings.data_dir
-        )
-        # The tickets its #merge lines name, read by the same parser that applies them.
-        named = parse_commands(mail.text, runtime.rules, runtime.sla.levels,
-                               identity.address, now).commands
-        targets = facts.merge_targets(session, [c.ticket for c in named if c.ticket])
-        sender = replace(sender, collision=collision, held=held, merge_targets=targets)
-    if identity.spoof:
-        alerted = facts.recent_alerts(session, {"spoof": identity.spoof}, now)
-        sender = replace(sender, alerted=sender.alerted | alerted)
-    decision = decide(
-        mail,
-        kind,
-        thread,
-        identity,
-        sender,
-        work,
-        runtime.policy,
-        now,
-        spam=verdict.band if verdict else "ham",
-    )
-    if notify is not None and (decision.mails or decision.alerts) and not notify(mail, now):
-        decision = replace(
-            decision,
-            mails=(),
-            alerts=(),
-            events=(*decision.events, ("imported", "stored without sending any mail (import)")),
-        )
-    ticket_id = store.apply(
-        session, decision, row, mail, runtime, now, spam=verdict, identity=identity
-    )
-    if decision.mark is not None and ticket_id is not None:  # #spam / #ham by mail
-        mark_ticket(session, ticket_id, decision.mark == "spam", runtime, spam_filter,
-                    identity.address, now)
-    sure = verdict is not None and verdict.scored and verdict.band != "unsure"
-    if lessons is not None and sure and live and decision.action == "new_ticket" and ticket_id:
-        assert verdict is not None
-        lessons.append(queue_lesson(session, ticket_id, mail, verdict.band == "spam"))
-    error = None
-    if decision.action == "refused":
-        error = "; ".join(d for k, d in decision.events if k == "refused")[:2000]
-    elif ticket_id is None:
-        error = "delivery report for a mail we do not know; kept, no ticket"
-    return Processed("done", ticket_id, dedupe_key, error)
 
 
 _RECORD_RESULT = (
@@ -448,6 +314,7 @@ class Processor(Worker):
             )
         }
         known = _known_keys(session, [p for _, p in items])
+        tools = Tools(runtime, spam_filter, self._notify, known, lessons)
         results: list[tuple[str, int | None]] = []
         finished: list[dict[str, object]] = []
         for inbound_id, parsed in items:
@@ -455,13 +322,12 @@ class Processor(Worker):
             if row is None:  # another instance has it, or it is finished
                 results.append(("skipped", None))
                 continue
-            args = (session, row, parsed, runtime, now, spam_filter, self._notify, known, lessons)
             if not careful:
-                done = process_one(*args)
+                done = handle(session, row, parsed, tools, now)
             else:
                 try:
                     with session.begin_nested():
-                        done = process_one(*args)
+                        done = handle(session, row, parsed, tools, now)
                 except Exception as exc:
                     # IntegrityError included: a concurrent instance stored the same
                     # Message-ID first, and the next pass records it as a duplicate.

@@ -21,6 +21,7 @@ from maildesk.core.tid import format_tid
 from maildesk.errors import NotFound
 from maildesk.storage import facts, store
 from maildesk.storage.models import Event, Inbound, Message, Ticket
+from maildesk.storage.tickets import ticket_state
 from maildesk.work.spamlearn import relearn
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def mark_ticket(
     ticket.updated_at = now
     session.add(ticket)
     _event(session, ticket_id, actor, "status", f"{previous} -> new (released as ham)", now)
-    state = facts.ticket_state(session, ticket)
+    state = ticket_state(session, ticket)
     intents: list[MailIntent] = []
     kind = classify(mail, inbound.envelope_from, frozenset(runtime.settings.support_addresses))
     refusal = confirmation_refusal(

@@ -11,6 +11,7 @@ from maildesk.config.files import load_rules, load_sla
 from maildesk.core.classify import classify
 from maildesk.core.decide import (
     Decision,
+    Facts,
     Policy,
     SenderFacts,
     ThreadMatch,
@@ -62,17 +63,9 @@ def run(
 ) -> Decision:
     kind = classify(m, envelope, POLICY.own_addresses)  # type: ignore[arg-type]
     identity = authorise(m, [rcpt], TRUST)  # type: ignore[arg-type]
-    return decide(
-        m,
-        kind,
-        thread or ThreadMatch(None, "none"),
-        identity,
-        sender,
-        IDLE,
-        POLICY,
-        NOW,  # type: ignore[arg-type]
-        spam=spam,
-    )  # type: ignore[arg-type]
+    facts = Facts(kind, identity, thread or ThreadMatch(None, "none"), sender, IDLE,
+                  spam)  # type: ignore[arg-type]
+    return decide(m, facts, POLICY, NOW)  # type: ignore[arg-type]
 
 
 def ticket(status: str = "open", assignee: str | None = "alice@example.com") -> TicketState:
