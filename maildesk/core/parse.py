@@ -223,7 +223,7 @@ def _mime_view(message: email.message.Message) -> email.message.Message:
     (``del`` gives the copy a header list of its own).
     """
     view = copy.copy(message)
-    for name in {k.lower() for k in view.keys()}:
+    for name in {k.lower() for k in view}:
         if not name.startswith("content-"):
             del view[name]
     return view
