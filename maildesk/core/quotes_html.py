@@ -16,7 +16,8 @@ import re
 from collections.abc import Callable
 
 import nh3
-from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
+from bs4 import BeautifulSoup
+from bs4.element import NavigableString, PageElement, Tag
 
 _ALLOWED_TAGS = {
     "a", "b", "strong", "i", "em", "u", "s", "p", "br", "div", "span", "ul", "ol", "li",

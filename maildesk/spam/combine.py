@@ -47,7 +47,10 @@ def token_probabilities(
     both = ham_ratio + spam_ratio
     raw = np.divide(spam_ratio, both, out=np.full_like(both, UNKNOWN_PROBABILITY), where=both > 0)
     seen = ham_mails + spam_mails
-    return (UNKNOWN_STRENGTH * UNKNOWN_PROBABILITY + seen * raw) / (UNKNOWN_STRENGTH + seen)
+    prior: npt.NDArray[np.float64] = (UNKNOWN_STRENGTH * UNKNOWN_PROBABILITY + seen * raw) / (
+        UNKNOWN_STRENGTH + seen
+    )
+    return prior
 
 
 def select_clues(probabilities: FloatArray) -> IntArray:

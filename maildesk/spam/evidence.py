@@ -177,9 +177,10 @@ class Snapshot:
     def _neutral(self, kinds: IntArray) -> npt.NDArray[np.bool_]:
         known = self._known
         marker = kinds == MARKER
-        if known[_main_script(kinds)]:
-            return marker | ~known[kinds]
-        return marker | (kinds >= COMMON)
+        neutral: npt.NDArray[np.bool_] = (
+            marker | ~known[kinds] if known[_main_script(kinds)] else marker | (kinds >= COMMON)
+        )
+        return neutral
 
 
 def _main_script(kinds: IntArray) -> int:

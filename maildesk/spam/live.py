@@ -9,7 +9,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from maildesk.spam.model import SpamFilter, SpamModelError, SpamThresholds, file_stamp
+from maildesk.spam.model import SpamFilter, SpamModelError, SpamThresholds
+from maildesk.spam.modelfile import file_stamp
 
 log = logging.getLogger(__name__)
 

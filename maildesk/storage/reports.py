@@ -13,7 +13,7 @@ Breaches are derived from the ticket's own times, not from the reminders sent:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -218,10 +218,11 @@ def sla_report(tickets: Sequence[TicketFacts], sla: SlaConfig, now: datetime) ->
     measured = [(t, measure(t, level_calendar(sla, t.sla_level), now)) for t in tickets]
     rows: list[SlaRow] = []
     order = {name: i for i, name in enumerate(sla.levels)}
-    for by, key_of, sort_key in (
+    groupings: list[tuple[str, Callable[[TicketFacts], str], Callable[[str], tuple[Any, ...]]]] = [
         ("level", lambda t: t.sla_level, lambda k: (order.get(k, len(order)), k)),
         ("assignee", lambda t: t.assignee or UNASSIGNED, lambda k: (k == UNASSIGNED, k)),
-    ):
+    ]
+    for by, key_of, sort_key in groupings:
         groups: dict[str, list[tuple[TicketFacts, Measures]]] = {}
         for item in measured:
             groups.setdefault(key_of(item[0]), []).append(item)

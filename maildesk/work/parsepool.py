@@ -49,6 +49,6 @@ class ParserPool:
             return ParseFailure(f"parser error: {type(exc).__name__}: {exc}")
 
     def close(self, wait: bool = True) -> None:
-        self._pool.stop()
+        self._pool.stop()  # type: ignore[no-untyped-call]  # pebble has no hints here
         if wait:
             self._pool.join(timeout=5)
