@@ -23,7 +23,7 @@ from maildesk.core.parse import InboundMail
 from maildesk.core.tid import format_tid, parse_tid
 from maildesk.core.updates import customer_updates
 from maildesk.errors import MaildeskError, NotFound
-from maildesk.storage import facts, store
+from maildesk.storage import enqueue, facts, store
 from maildesk.storage.models import Event, Ticket
 from maildesk.storage.tickets import ticket_state
 from maildesk.work.quarantine import mark_ticket
@@ -82,7 +82,7 @@ def run_commands(
         actor = f"{author} (maildesk do)"
         for kind, detail in applied.events:
             session.add(Event(ticket_id=number, at=now, actor=actor, kind=kind, detail=detail))
-        store.queue_mails(session, ticket_state(session, updated),
+        enqueue.queue_mails(session, ticket_state(session, updated),
                           _no_mail(updated.subject, author), updates, runtime, now)
         said = [f"{kind}: {detail}" for kind, detail in applied.events]
         if applied.mark is not None:

@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 from maildesk.config.runtime import Runtime
 from maildesk.core.compose import InlineImage, OutgoingMail, compose, new_message_id
 from maildesk.core.sla import DOMAIN_RE, SlaConfig, format_duration
+from maildesk.storage.enqueue import add_outbox
 from maildesk.storage.models import Outbox
 from maildesk.storage.reports import (
     ReportInputError,
@@ -33,7 +34,6 @@ from maildesk.storage.reports import (
     month_window,
     report_zone,
 )
-from maildesk.storage.store import add_outbox
 
 KIND = "client_report"
 ADMINS = "*"  # the key of the admins' mail (every client)

@@ -1,8 +1,8 @@
 """The flow of one mail (DESIGN.md), in one function: `handle`.
 
 dedupe -> classify -> authorise -> spam -> load facts (thread, sender, workload)
--> decide -> apply (ticket, message, events) -> enqueue (render the mails into
-the outbox). Every step but the three storage calls is pure (maildesk.core); the
+-> decide -> apply (ticket, message, events) -> enqueue (build the mails and put
+them in the outbox). Every step but the three storage calls is pure (maildesk.core); the
 caller holds the transaction and records the result on the inbound row.
 """
 
@@ -97,7 +97,9 @@ def handle(
                       runtime.policy, now)
     if (decision.mails or decision.alerts) and tools.notify and not tools.notify(mail, now):
         decision = _muted(decision)
-    ticket_id = store.apply(session, decision, row, mail, runtime, now, verdict, identity)
+    applied = store.apply(session, decision, row, mail, runtime, now, verdict, identity)
+    store.enqueue(session, applied, mail, decision, runtime, now)
+    ticket_id = applied.ticket_id
     _after_apply(session, tools, decision, ticket_id, mail, verdict, identity.address, now, live)
     return Processed("done", ticket_id, mail.dedupe_key[:600], _error_of(decision, ticket_id))
 

@@ -19,7 +19,7 @@ from maildesk.core.decide import MailIntent, confirmation_refusal
 from maildesk.core.parse import InboundMail, parse_mail
 from maildesk.core.tid import format_tid
 from maildesk.errors import NotFound
-from maildesk.storage import facts, store
+from maildesk.storage import enqueue, facts
 from maildesk.storage.models import Event, Inbound, Message, Ticket
 from maildesk.storage.tickets import ticket_state
 from maildesk.work.spamlearn import relearn
@@ -101,7 +101,7 @@ def mark_ticket(
         recipients = tuple(a for a in notify if a and a != actor)
         if recipients:
             intents.append(MailIntent("notification", recipients, "en", "new"))
-    store.queue_mails(session, state, mail, tuple(intents), runtime, now)
+    enqueue.queue_mails(session, state, mail, tuple(intents), runtime, now)
     sent = "confirmation queued" if not refusal else f"no confirmation ({refusal})"
     return f"{tid} released as ham: {sent}; {learned}"
 

@@ -36,9 +36,9 @@ from maildesk.core.replytoken import reply_address
 from maildesk.core.rules import RulesConfig
 from maildesk.core.slaclock import Step
 from maildesk.core.tid import format_tid, tagged_subject
+from maildesk.storage.enqueue import add_outbox
 from maildesk.storage.models import KV, Event, SlaStep, Ticket
 from maildesk.storage.slastore import advance_clocks, clocks_of, level_of, write_clocks
-from maildesk.storage.store import add_outbox
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,234 @@
+"""Mails into the outbox, in the caller's transaction: the intents of a decision are
+capped (staff notifications per recipient, customer updates per ticket), rendered by
+the pure core (maildesk.core.notify.build_mails) with what the database knows of the
+thread, and written as outbox rows; admin alerts at most once an hour each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from maildesk.config.runtime import Runtime
+from maildesk.core.alerts import operator_mail
+from maildesk.core.caps import (
+    CAPPED_HOUR,
+    CAPPED_TICKET,
+    NOTIFICATION,
+    Recent,
+    cap_notifications,
+    notice_lines,
+)
+from maildesk.core.compose import OutgoingMail
+from maildesk.core.decide import Alert, MailIntent, TicketState
+from maildesk.core.notify import build_mails
+from maildesk.core.parse import InboundMail
+from maildesk.core.tid import format_tid
+from maildesk.storage.correspondence import public_history, updates_sent
+from maildesk.storage.models import KV, Event, Message, Outbox
+
+
+def queue_mails(
+    session: Session,
+    ticket: TicketState,
+    mail: InboundMail,
+    intents: tuple[MailIntent, ...],
+    runtime: Runtime,
+    now: datetime,
+    rules_fired: tuple[str, ...] = (),
+    stored_id: int | None = None,
+) -> None:
+    """Render the intents and put them in the outbox, in the caller's transaction.
+    Staff notifications are capped per recipient (maildesk.core.caps). `stored_id`: the
+    message this mail was stored as (a held answer is kept there)."""
+    capped: list[tuple[str, str]] = []
+    kept: list[MailIntent] = []
+    for intent in intents:
+        if intent.template != "notification":
+            kept.append(intent)
+            continue
+        result = cap_notifications(
+            intent.recipients, _recent(session, intent.recipients, ticket.id, now), runtime.limits
+        )
+        if result.keep:
+            kept.append(replace(intent, recipients=result.keep))
+        capped.extend(result.notices)
+        if result.held:
+            session.add(
+                Event(
+                    ticket_id=ticket.id,
+                    at=now,
+                    actor="maildesk",
+                    kind="notify_capped",
+                    detail="not mailed (cap reached): " + ", ".join(result.held),
+                )
+            )
+    kept = _cap_updates(session, ticket.id, kept, runtime.limits.per_ticket, now)
+    answer_to = _last_customer_message_id(session, ticket.id) if any(
+        i.template in ("answer", "update") for i in kept
+    ) else None
+    history = public_history(session, ticket.id, ticket.requester_name or ticket.requester,
+                             runtime.rules) if any(i.event == "resolved" for i in kept) else []
+    for intent, out in build_mails(
+        tuple(kept),
+        ticket,
+        mail,
+        runtime.templates,
+        runtime.rules,
+        runtime.sla,
+        runtime.sender,
+        now,
+        rules_fired,
+        answer_to,
+        _previous_notifications(session, ticket.id, kept),
+        runtime.settings.notify_attach_bytes,
+        history,
+    ):
+        automatic = intent.template != "answer" and intent.reply is None
+        add_outbox(session, ticket.id, intent.template, out, now, automatic)
+        if intent.template == "held" and stored_id is not None:
+            kv_set(session, f"held:{out.message_id}"[:300], str(stored_id))
+        if intent.template in ("confirmation", "answer", "update"):
+            text = intent.reply.text if intent.reply else ""
+            session.add(
+                Message(
+                    ticket_id=ticket.id,
+                    direction="out",
+                    kind="answer" if intent.reply else intent.template,
+                    message_id=out.message_id,
+                    from_addr=intent.author or out.mail_from,
+                    to_addrs=", ".join(out.recipients),
+                    subject=f"({intent.template} to {', '.join(out.recipients)})",
+                    body_text=text,
+                    created_at=now,
+                )
+            )
+    for rcpt, kind in capped:
+        subject, lines = notice_lines(kind, format_tid(ticket.id), runtime.limits)
+        out = operator_mail(runtime.settings.primary_address, (rcpt,), subject, lines, now)
+        add_outbox(session, ticket.id, kind, out, now)
+
+
+def _cap_updates(
+    session: Session, ticket_id: int, intents: list[MailIntent], limit: int, now: datetime
+) -> list[MailIntent]:
+    """At most `limit` update mails a ticket's requester gets an hour (an answer in a
+    resolution mail always goes: a person wrote it)."""
+    if not any(i.template == "update" and i.reply is None for i in intents):
+        return intents
+    room = limit - updates_sent(session, ticket_id, now)
+    kept = []
+    for intent in intents:
+        if intent.template == "update" and intent.reply is None:
+            if room <= 0:
+                detail = f"{intent.event} mail not sent: {limit} within the hour"
+                session.add(Event(ticket_id=ticket_id, at=now, actor="maildesk",
+                                  kind="update_capped", detail=detail))
+                continue
+            room -= 1
+        kept.append(intent)
+    return kept
+
+
+def _previous_notifications(
+    session: Session, ticket_id: int, intents: Sequence[MailIntent]
+) -> dict[str, str]:
+    """Staff address -> Message-ID of the last notification about this ticket to them."""
+    staff = sorted({r for i in intents if i.template == "notification" for r in i.recipients})
+    if not staff:
+        return {}
+    rows = session.exec(
+        select(Outbox.rcpt, Outbox.message_id)
+        .where(
+            Outbox.ticket_id == ticket_id,
+            Outbox.kind == NOTIFICATION,
+            col(Outbox.rcpt).in_(staff),
+        )
+        .order_by(col(Outbox.id))
+    ).all()
+    return {rcpt: message_id for rcpt, message_id in rows}  # the last one wins
+
+
+def _last_customer_message_id(session: Session, ticket_id: int) -> str | None:
+    return session.exec(
+        select(Message.message_id)
+        .where(
+            Message.ticket_id == ticket_id,
+            Message.direction == "in",
+            Message.kind == "customer",
+            col(Message.message_id).is_not(None),
+        )
+        .order_by(col(Message.id).desc())
+        .limit(1)
+    ).first()
+
+
+def add_outbox(
+    session: Session,
+    ticket_id: int | None,
+    kind: str,
+    out: OutgoingMail,
+    now: datetime,
+    automatic: bool = True,
+) -> None:
+    session.add(
+        Outbox(
+            ticket_id=ticket_id,
+            kind=kind,
+            automatic=automatic,
+            mail_from=out.mail_from,
+            recipients=list(out.recipients),
+            rcpt=out.recipients[0] if out.recipients else "",
+            message_id=out.message_id,
+            raw=out.raw,
+            created_at=now,
+            next_attempt_at=now,
+        )
+    )
+
+
+def _recent(session: Session, recipients: Sequence[str], ticket_id: int, now: datetime) -> Recent:
+    """Notifications and cap notices each recipient got within the hour (one query)."""
+    rows = session.exec(
+        select(Outbox.rcpt, Outbox.kind, Outbox.ticket_id, func.count())
+        .where(
+            col(Outbox.rcpt).in_(list(recipients)),
+            col(Outbox.kind).in_([NOTIFICATION, CAPPED_TICKET, CAPPED_HOUR]),
+            col(Outbox.created_at) >= now - timedelta(hours=1),
+        )
+        .group_by(col(Outbox.rcpt), col(Outbox.kind), col(Outbox.ticket_id))
+    ).all()
+    total: dict[str, int] = {}
+    on_ticket: dict[str, int] = {}
+    notices: set[tuple[str, str]] = set()
+    for rcpt, kind, row_ticket, count in rows:
+        if kind == NOTIFICATION:
+            total[rcpt] = total.get(rcpt, 0) + int(count)
+            if row_ticket == ticket_id:
+                on_ticket[rcpt] = on_ticket.get(rcpt, 0) + int(count)
+        elif kind == CAPPED_HOUR or row_ticket == ticket_id:
+            notices.add((rcpt, kind))
+    return Recent(total, on_ticket, frozenset(notices))
+
+
+def queue_alerts(
+    session: Session, alerts: tuple[Alert, ...], runtime: Runtime, now: datetime
+) -> None:
+    """Admin alerts, at most one per kind and address an hour (the KV row remembers)."""
+    admins = tuple(m.email for m in runtime.rules.admins)
+    for alert in alerts:
+        kv_set(session, f"alert:{alert.kind}:{alert.address}"[:300], now.isoformat())
+        to = alert.to or admins
+        if to:
+            out = operator_mail(runtime.settings.primary_address, to, alert.subject,
+                                alert.lines, now)
+            add_outbox(session, None, f"alert_{alert.kind}", out, now)
+
+
+def kv_set(session: Session, key: str, value: str) -> None:
+    row = session.get(KV, key) or KV(key=key, value=value)
+    row.value = value
+    session.add(row)
