@@ -40,7 +40,7 @@ from maildesk.slascan import TICKET_JOBS
 from maildesk.spam.live import LiveSpamFilter
 from maildesk.spam.model import SpamThresholds
 from maildesk.spamlearn import SureLearner
-from maildesk.spool import Spool
+from maildesk.spool import Spool, spool_dir
 
 log = logging.getLogger("maildesk")
 
@@ -137,7 +137,7 @@ async def _serve(
         metrics=metrics,
         learner=learner,
     )
-    spool = Spool(engine, on_stored=processor.wake.set)
+    spool = Spool(engine, on_stored=processor.wake.set, directory=spool_dir(settings.data_dir))
     spool.start()
     imap: ImapPollers | None = None
     scheduler = AsyncIOScheduler(event_loop=loop)
@@ -247,8 +247,9 @@ async def _serve(
         for task in tasks:
             if task.get_name() != "pipeline":
                 task.cancel()
-        # Mail that got its 250 is processed now (its confirmation goes out below),
-        # unless time runs short: then it waits, durably spooled, for the next start.
+        # Mail that got its 250 is stored and processed now (its confirmation goes out
+        # below), unless time runs short: then it waits, durably spooled, for the next start.
+        await spool.stop()
         if serving:
             with contextlib.suppress(TimeoutError):
                 budget = max(0.5, deadline - time.monotonic() - 2)
@@ -256,7 +257,6 @@ async def _serve(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await spool.stop()
         await asyncio.to_thread(processor.close)  # a batch being committed finishes
         if learner is not None:  # what is left stays queued for the next start if this fails
             try:

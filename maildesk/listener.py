@@ -68,8 +68,8 @@ class IntakeHandler:
         raw: Any = envelope.original_content or envelope.content
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
-        try:
-            inbound_id = await self._spool.accept(
+        try:  # durable in the spool file; the database and the pipeline come after
+            key = await self._spool.write(
                 bytes(raw), "smtp", envelope.mail_from, tuple(envelope.rcpt_tos)
             )
         except Exception as exc:
@@ -77,7 +77,7 @@ class IntakeHandler:
             return TEMP_FAILURE
         if self._metrics:
             self._metrics.accepted.labels("smtp").inc()
-        return f"{OK} queued as {inbound_id}"
+        return f"{OK} queued as {key}"
 
 
 class IntakeSMTP(SMTP):
