@@ -24,10 +24,9 @@ from sqlalchemy import text
 
 from maildesk.datadir import DataDirLock, make_database_private, make_private
 from maildesk.db import is_postgres, make_engine, require_current_schema
-from maildesk.errors import ConfigError
 from maildesk.imap import ImapPollers, start_pollers
+from maildesk.intake_process import IntakeProcess
 from maildesk.lifecycle import STOP_SIGNALS, SignalLatch
-from maildesk.listener import IntakeHandler, SmtpSessions
 from maildesk.liveconfig import LiveConfig
 from maildesk.metrics import Metrics, StatusServer, backlog_counts
 from maildesk.outbox import OutboxSender, release_claims, transport_from_url
@@ -137,30 +136,21 @@ async def _serve(
         metrics=metrics,
         learner=learner,
     )
-    spool = Spool(engine, on_stored=processor.wake.set, directory=spool_dir(settings.data_dir))
-    spool.start()
+    spool = Spool(engine, processor.wake.set, spool_dir(settings.data_dir), metrics)
+    spool.start()  # replays what an earlier run left
+    intake = IntakeProcess(settings, spool, SMTP_DRAIN_SECONDS)  # SMTP, in its own process
     imap: ImapPollers | None = None
     scheduler = AsyncIOScheduler(event_loop=loop)
     tasks: list[asyncio.Task[Any]] = []
-    server: asyncio.Server | None = None
-    sessions: SmtpSessions | None = None
     status: StatusServer | None = None
     serving = False  # past start-up: there may be accepted mail to finish at stop
     try:
         imap = start_pollers(settings, engine, spool) if settings.imap_url else None
-        host, port = split_host_port(settings.smtp_listen)
-        handler = IntakeHandler(spool, settings.accepted_addresses, metrics)
-        sessions = SmtpSessions(handler, settings.max_message_bytes, settings.hostname)
-        try:
-            server = await loop.create_server(sessions, host, port)
-        except OSError as exc:
-            raise ConfigError(
-                f"MAILDESK_SMTP_LISTEN={settings.smtp_listen}: {exc.strerror}"
-            ) from None
-        bound_port = server.sockets[0].getsockname()[1]
+        bound_port = await intake.start()
+        host = split_host_port(settings.smtp_listen)[0]
 
         def components() -> dict[str, Any]:
-            parts: dict[str, Any] = {"smtp": f"listening on {host}:{bound_port}"}
+            parts: dict[str, Any] = {"smtp": intake.health()}
             if imap is not None:
                 parts["imap"] = imap.health()
             return parts
@@ -233,11 +223,7 @@ async def _serve(
         notifier.send(stopping=1, status="stopping")
         deadline = time.monotonic() + STOP_SECONDS
         log.info("maildesk stopping")
-        if sessions is not None and server is not None:
-            cut = await sessions.drain(SMTP_DRAIN_SECONDS)
-            if cut:
-                log.warning("smtp: %d transaction(s) cut off at shutdown (clients retry)", cut)
-            server.close()
+        await intake.stop()  # new sessions get 421, transactions in flight finish
         if status is not None:
             await status.stop()
         if imap is not None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 
-from maildesk.metrics import Metrics
 from maildesk.replytoken import base_address
-from maildesk.spool import Spool
+
+if TYPE_CHECKING:  # the intake process imports this module: nothing heavy at run time
+    from maildesk.metrics import Metrics
+    from maildesk.spool_writer import SpoolWriter
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,10 @@ class IntakeHandler:
     """Accept mail for the support addresses only; answer 250 once it is durably spooled."""
 
     def __init__(
-        self, spool: Spool, support_addresses: tuple[str, ...], metrics: Metrics | None = None
+        self,
+        spool: SpoolWriter,
+        support_addresses: tuple[str, ...],
+        metrics: Metrics | None = None,
     ) -> None:
         self._spool = spool
         self._metrics = metrics

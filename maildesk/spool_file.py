@@ -145,22 +145,30 @@ def read_records(fd: int, start: int, end: int, max_records: int, max_bytes: int
 class Segment:
     """One segment file, open and locked by this process."""
 
-    def __init__(self, path: Path, fd: int, end: int, writer_fd: int | None = None) -> None:
+    def __init__(
+        self, path: Path, fd: int, end: int, writer_fd: int | None = None, sealed: bool = True
+    ) -> None:
         self.path = path
         self.fd = fd  # for reading
-        self.writer_fd = writer_fd  # for appending (O_APPEND); None once sealed
-        self.end = end  # durable bytes: fsynced by us, or the whole file of an orphan
+        self.writer_fd = writer_fd  # for appending (O_APPEND), by this process
+        self.end = end  # durable bytes: fsynced by the writer, or the whole file of an orphan
         self.replayed = 0  # bytes whose records are committed to the database
         self.records = 0  # records replayed so far (for the log)
-        self.sealed = writer_fd is None  # no more appends
+        self.sealed = sealed  # no more appends
         self.damaged = False  # a damaged record was skipped: keep the file for a human
 
     @classmethod
     def create(cls, path: Path) -> Segment:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         _fsync_dir(path.parent)  # the name is durable before any record in it is
-        return cls(path, os.open(path, os.O_RDONLY | os.O_CLOEXEC), 0, fd)
+        return cls(path, os.open(path, os.O_RDONLY | os.O_CLOEXEC), 0, fd, sealed=False)
+
+    @classmethod
+    def follow(cls, path: Path) -> Segment:
+        """A segment another process (the SMTP intake) appends to and reports on."""
+        return cls(path, os.open(path, os.O_RDONLY | os.O_CLOEXEC), 0, sealed=False)
 
     @classmethod
     def adopt(cls, path: Path) -> Segment | None:
@@ -169,9 +177,7 @@ class Segment:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not lock(fd):
             os.close(fd)
             return None  # a live process is writing it
         return cls(path, fd, os.fstat(fd).st_size)
@@ -221,6 +227,15 @@ class Segment:
         """Release without deleting: the records left are replayed at the next start."""
         self.seal()
         os.close(self.fd)
+
+
+def lock(fd: int) -> bool:
+    """Take the writer's lock: False while a live process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def orphans(directory: Path) -> list[Path]:

@@ -10,11 +10,13 @@ when it is sealed and every record in it is committed; one with damage is kept a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -22,13 +24,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col
 
 from maildesk.db import is_postgres
+from maildesk.metrics import Metrics
 from maildesk.models import Inbound
-from maildesk.spool_file import Read, Record, Segment, read_records
+from maildesk.spool_file import Read, Record, Segment, orphans, read_records
 
 log = logging.getLogger(__name__)
 
 BATCH_RECORDS = 500  # per transaction
 BATCH_BYTES = 16 * 1024 * 1024
+SCAN_SECONDS = 5.0  # idle: look for segments a process that is gone left behind
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # while the database refuses; then 30 s
 
 
@@ -81,9 +85,17 @@ class Replayer:
     """Moves records from the segments (oldest first) into the database, wakes the
     pipeline, resolves the futures of callers waiting for an inbound id."""
 
-    def __init__(self, engine: Engine, on_stored: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        directory: Path,
+        on_stored: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._engine = engine
+        self._directory = directory
         self._on_stored = on_stored
+        self._metrics = metrics
         self._segments: list[Segment] = []
         self._waiters: dict[str, asyncio.Future[int]] = {}
         self._wake = asyncio.Event()
@@ -94,6 +106,29 @@ class Replayer:
     def add(self, segment: Segment) -> None:
         self._segments.append(segment)
         self._wake.set()
+
+    def followed(self, instance: str) -> list[Segment]:
+        """The open segments another process (`instance`) appends to."""
+        return [
+            s
+            for s in self._segments
+            if s.path.name.startswith(f"{instance}-") and not s.sealed and s.writer_fd is None
+        ]
+
+    def known(self, path: Path) -> Segment | None:
+        return next((s for s in self._segments if s.path == path), None)
+
+    def adopt_orphans(self) -> list[Segment]:
+        """Segments in the directory that no live process writes and we do not know
+        yet: left by a crash, a stop while the database was down, an intake process."""
+        adopted = []
+        for path in orphans(self._directory):
+            if self.known(path) is None:
+                segment = Segment.adopt(path)
+                if segment is not None:
+                    self.add(segment)
+                    adopted.append(segment)
+        return adopted
 
     def wake(self) -> None:
         self._wake.set()
@@ -120,7 +155,10 @@ class Replayer:
             if segment is None:
                 self._wake.clear()
                 if self._next() is None:
-                    await self._wake.wait()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), SCAN_SECONDS)
+                    if not self._wake.is_set():
+                        await asyncio.to_thread(self.adopt_orphans)
                 continue
             start, end = segment.replayed, segment.end
             done = await loop.run_in_executor(self._executor, self._replay, segment, start, end)
@@ -176,6 +214,9 @@ class Replayer:
                 future.set_result(row_id)
         if done.ids and self._on_stored is not None:
             self._on_stored()
+        if self._metrics is not None:
+            smtp = sum(1 for r in done.read.records if r.source == "smtp")
+            self._metrics.accepted.labels("smtp").inc(smtp)
 
     async def _failed(self, done: _Replayed) -> None:
         for record in done.read.records:  # they are retried from the file, not lost
