@@ -158,7 +158,7 @@ class Replayer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), SCAN_SECONDS)
                     if not self._wake.is_set():
-                        await asyncio.to_thread(self.adopt_orphans)
+                        self.adopt_orphans()  # a few stat/flock calls
                 continue
             start, end = segment.replayed, segment.end
             done = await loop.run_in_executor(self._executor, self._replay, segment, start, end)
