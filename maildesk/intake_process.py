@@ -33,6 +33,7 @@ from maildesk.spool import Spool
 log = logging.getLogger("maildesk.intake")
 
 START_SECONDS = 30.0  # for the child to say it listens
+PIPELINE_NICE = 5  # the rest of the daemon yields the CPU to the intake (Linux: per thread)
 RESTART_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # pauses between restarts after a crash
 
 
@@ -63,6 +64,7 @@ class IntakeProcess:
         bound = int(self._sock.getsockname()[1])
         self.address = f"{host}:{bound}"
         await self._spawn()
+        _yield_cpu_to_intake()
         self._watch = asyncio.get_running_loop().create_task(self._watch_child(), name="intake")
         return bound
 
@@ -160,6 +162,14 @@ class IntakeProcess:
                 await self._spawn()
             except Exception as exc:  # keep trying: the port stays bound meanwhile
                 log.error("smtp: could not start the intake process: %s", exc)
+
+
+def _yield_cpu_to_intake() -> None:
+    """The rest of the daemon (the pipeline, its parse workers, the outbox: threads and
+    processes started from here on) runs at a lower CPU priority than the intake, so that
+    a burst of mail is answered first and processed right after."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + PIPELINE_NICE)
 
 
 # -- the child ----------------------------------------------------------------------------
