@@ -94,16 +94,6 @@ class Spool:
                 "spool: mail not yet in the database stays in %s for the next start", self.directory
             )
 
-    async def write(
-        self,
-        raw: bytes,
-        source: str,
-        envelope_from: str | None = None,
-        envelope_to: Sequence[str] = (),
-    ) -> str:
-        """Store durably in the spool; returns the spool key. Raises if that failed."""
-        return await self._writer.write(raw, source, envelope_from, envelope_to)
-
     async def accept(
         self,
         raw: bytes,
