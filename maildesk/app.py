@@ -26,10 +26,9 @@ from sqlalchemy import Engine, text
 from maildesk.config.datadir import DataDirLock, make_database_private, make_private
 from maildesk.config.settings import Settings, split_host_port
 from maildesk.core.replytoken import bounce_address
-from maildesk.errors import ConfigError
 from maildesk.intake.imap import Poller, PollerHooks, make_pollers
-from maildesk.intake.smtp import IntakeHandler, SmtpSessions
-from maildesk.intake.spool import Spool
+from maildesk.intake.process import IntakeProcess
+from maildesk.intake.spool import Spool, spool_dir
 from maildesk.lifecycle import STOP_SIGNALS, SignalLatch
 from maildesk.metrics import Metrics
 from maildesk.spam.live import LiveSpamFilter
@@ -63,13 +62,13 @@ class Daemon:
     notifier: Notifier
     parser: ParserPool
     spool: Spool
+    intake: IntakeProcess
     processor: Processor
     sender: OutboxSender
     learner: SureLearner | None
     pollers: list[Poller]
     reloader: ConfigReloader
     scheduler: Scheduler
-    smtp: str = "not listening yet"
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -82,7 +81,7 @@ class Daemon:
     def health(self) -> dict[str, Any]:
         """What /healthz shows besides the database: SMTP, each worker, each poller."""
         return {
-            "smtp": self.smtp,
+            "smtp": self.intake.health(),
             "workers": {w.name: w.health() for w in self.workers if w not in self.pollers},
             "imap": [p.health() for p in self.pollers],
         }
@@ -117,14 +116,15 @@ def build(settings: Settings, poller_hooks: PollerHooks | None = None) -> Daemon
     parser = ParserPool(timeout=settings.parse_timeout_seconds)
     processor = Processor(engine, live.current, parser, on_committed=sender.wake,
                           spam_filter=spam.current, metrics=metrics, learner=learner)
-    spool = Spool(engine, on_stored=processor.wake)
+    spool = Spool(engine, processor.wake, spool_dir(settings.data_dir), metrics)
     pollers = []
     if settings.imap_url:
         pollers = make_pollers(settings, engine, spool, poller_hooks or PollerHooks())
     scheduler = Scheduler()
     scheduler.every(settings.sla_scan_seconds, "ticket-jobs", ticket_jobs(engine, live.current))
-    return Daemon(settings, engine, live, metrics, Notifier(), parser, spool, processor, sender,
-                  learner, pollers, ConfigReloader(live, spam, engine), scheduler)
+    intake = IntakeProcess(settings, spool, SMTP_DRAIN_SECONDS)  # SMTP, in its own process
+    return Daemon(settings, engine, live, metrics, Notifier(), parser, spool, intake, processor,
+                  sender, learner, pollers, ConfigReloader(live, spam, engine), scheduler)
 
 
 async def run_daemon(
@@ -178,17 +178,13 @@ async def serve(daemon: Daemon, ready: Callable[[int], None] | None = None) -> N
         recovered = await asyncio.to_thread(d.learner.recover)
         if recovered:
             log.info("spam learning: %d sure verdicts left from the last run to learn", recovered)
-    d.spool.start()
+    d.spool.start()  # replays what an earlier run left
     tasks: list[asyncio.Task[None]] = []
-    server: asyncio.Server | None = None
-    sessions: SmtpSessions | None = None
     status: StatusServer | None = None
     serving = False  # past start-up: there may be accepted mail to finish at stop
     try:
-        handler = IntakeHandler(d.spool, settings.accepted_addresses, d.metrics)
-        sessions = SmtpSessions(handler, settings.max_message_bytes, settings.hostname)
-        server, host, port = await _listen(sessions, settings.smtp_listen)
-        d.smtp = f"listening on {host}:{port}"
+        port = await d.intake.start()  # a bad MAILDESK_SMTP_LISTEN: ConfigError
+        host = split_host_port(settings.smtp_listen)[0]
         status = await _status_server(d)
         if d.notifier.enabled:
             d.scheduler.every(STATUS_SECONDS, "sd-status", partial(_report_status, d))
@@ -208,16 +204,11 @@ async def serve(daemon: Daemon, ready: Callable[[int], None] | None = None) -> N
         serving = True
         await d.stop.wait()
     finally:
-        await _shut_down(d, sessions, server, status, tasks, serving)
+        await _shut_down(d, status, tasks, serving)
 
 
 async def _shut_down(
-    d: Daemon,
-    sessions: SmtpSessions | None,
-    server: asyncio.Server | None,
-    status: StatusServer | None,
-    tasks: list[asyncio.Task[None]],
-    serving: bool,
+    d: Daemon, status: StatusServer | None, tasks: list[asyncio.Task[None]], serving: bool
 ) -> None:
     """Intake first (no new mail), then the workers in reverse order; the mail that got
     its 250 is processed and its mails flushed while time allows (else it waits,
@@ -225,11 +216,7 @@ async def _shut_down(
     d.notifier.send(stopping=1, status="stopping")
     deadline = time.monotonic() + STOP_SECONDS
     log.info("maildesk stopping")
-    if sessions is not None and server is not None:
-        cut = await sessions.drain(SMTP_DRAIN_SECONDS)
-        if cut:
-            log.warning("smtp: %d transaction(s) cut off at shutdown (clients retry)", cut)
-        server.close()
+    await d.intake.stop()  # new sessions get 421, transactions in flight finish
     if status is not None:
         await status.stop()
     for task in tasks:
@@ -238,12 +225,12 @@ async def _shut_down(
     for worker in reversed(d.workers):
         if worker is not d.processor:
             await worker.stop()
+    await d.spool.stop()  # what got its 250 is in the database now
     if serving:
         with contextlib.suppress(TimeoutError):
             budget = max(0.5, deadline - time.monotonic() - 2)
             await asyncio.wait_for(d.processor.drain(), budget)
     await d.processor.stop()  # a batch being committed finishes
-    await d.spool.stop()
     if d.learner is not None:  # what is left stays queued for the next start if this fails
         try:
             await asyncio.to_thread(d.learner.flush)
@@ -255,15 +242,6 @@ async def _shut_down(
     d.parser.close()
     d.engine.dispose()
     log.info("maildesk stopped")
-
-
-async def _listen(sessions: SmtpSessions, listen: str) -> tuple[asyncio.Server, str, int]:
-    host, port = split_host_port(listen)
-    try:
-        server = await asyncio.get_running_loop().create_server(sessions, host, port)
-    except OSError as exc:
-        raise ConfigError(f"MAILDESK_SMTP_LISTEN={listen}: {exc.strerror}") from None
-    return server, host, int(server.sockets[0].getsockname()[1])
 
 
 async def _status_server(d: Daemon) -> StatusServer | None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 
 from maildesk.core.replytoken import base_address
-from maildesk.intake.spool import Spool
-from maildesk.metrics import Metrics
+
+if TYPE_CHECKING:  # the intake process imports this module: nothing heavy at run time
+    from maildesk.intake.spool_writer import SpoolWriter
+    from maildesk.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,10 @@ class IntakeHandler:
     """Accept mail for the support addresses only; answer 250 once it is durably spooled."""
 
     def __init__(
-        self, spool: Spool, support_addresses: tuple[str, ...], metrics: Metrics | None = None
+        self,
+        spool: SpoolWriter,
+        support_addresses: tuple[str, ...],
+        metrics: Metrics | None = None,
     ) -> None:
         self._spool = spool
         self._metrics = metrics
@@ -68,8 +73,8 @@ class IntakeHandler:
         raw: Any = envelope.original_content or envelope.content
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
-        try:
-            inbound_id = await self._spool.accept(
+        try:  # durable in the spool file; the database and the pipeline come after
+            key = await self._spool.write(
                 bytes(raw), "smtp", envelope.mail_from, tuple(envelope.rcpt_tos)
             )
         except Exception as exc:
@@ -77,7 +82,7 @@ class IntakeHandler:
             return TEMP_FAILURE
         if self._metrics:
             self._metrics.accepted.labels("smtp").inc()
-        return f"{OK} queued as {inbound_id}"
+        return f"{OK} queued as {key}"
 
 
 class IntakeSMTP(SMTP):

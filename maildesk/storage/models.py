@@ -55,7 +55,11 @@ class Inbound(SQLModel, table=True):
     """Every accepted mail, raw and byte for byte: the durable spool and the raw store.
 
     status: new (waiting for the pipeline), done, duplicate, failed (kept for a human).
+    spool_key: the record in the spool file it was replayed from (unique: a replay
+    repeated after a crash stores nothing twice).
     """
+
+    __table_args__ = (Index("ux_inbound_spool_key", "spool_key", unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
     received_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
@@ -70,6 +74,7 @@ class Inbound(SQLModel, table=True):
     dedupe_key: str | None = Field(default=None, max_length=600)
     ticket_id: int | None = Field(default=None, index=True)
     processed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    spool_key: str | None = Field(default=None, max_length=64)
 
 
 class Ticket(SQLModel, table=True):
