@@ -16,7 +16,8 @@ from pathlib import Path
 import mailparser
 import pytest
 
-from maildesk.core.parse import _attachments, _bodies, _needs_mail_parser, parse_mail
+from maildesk.core.mimeparts import attachments_of, bodies, needs_mail_parser
+from maildesk.core.parse import parse_mail
 from maildesk.intake.sources import iter_messages
 from maildesk.spam import SpamFilter, SpamThresholds
 from maildesk.spam.evidence import Columns
@@ -44,15 +45,15 @@ def test_mime_view_finds_what_mail_parser_finds_in_the_whole_mail(raws: list[byt
     checked = 0
     for raw in raws:
         message = email.message_from_bytes(raw)
-        if not _needs_mail_parser(message):
+        if not needs_mail_parser(message):
             continue
         try:
             full = mailparser.MailParser(message)
         except Exception:
             continue
         mail = parse_mail(raw)
-        assert mail.attachments == tuple(_attachments(full.attachments))
-        if not any(_bodies(message)):
+        assert mail.attachments == tuple(attachments_of(full.attachments))
+        if not any(bodies(message)):
             assert mail.text.strip() or not [t for t in full.text_plain if t.strip()]
         assert "From" in dict(message.items()) or mail.from_addr == ""  # root unchanged
         checked += 1

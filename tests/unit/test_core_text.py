@@ -12,7 +12,10 @@ import pytest
 from maildesk.config.files import load_templates
 from maildesk.core.classify import classify
 from maildesk.core.compose import compose
-from maildesk.core.parse import guess_cyrillic, message_ids, parse_mail, safe_filename
+from maildesk.core.mimeparts import safe_filename
+from maildesk.core.mimetext import guess_cyrillic
+from maildesk.core.msgid import message_ids
+from maildesk.core.parse import parse_mail
 from maildesk.core.render import SAMPLE_CONTEXT, RenderedMail
 from maildesk.core.replytoken import base_address, reply_address, verify
 from maildesk.core.tid import clean_subject, find_tid, find_tids, parse_tid, tagged_subject
