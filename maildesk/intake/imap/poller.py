@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -29,9 +28,15 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from maildesk.errors import ConfigError, TransientError
+from maildesk.intake.imap.handover import (
+    Spooled,
+    one_line,
+    record_poison,
+    spool_batch,
+    wait_for_verdicts,
+)
 from maildesk.intake.imap.lease import Lease, try_acquire
 from maildesk.intake.imap.plan import PollerOptions, PollerState, backoff_delay, plan_batches
-from maildesk.intake.imap.records import Verdict, record_failed, verdicts_of
 from maildesk.intake.imap.session import ImapAuthFailed, ImapRefused, ImapSession, ImapUnavailable
 from maildesk.intake.imap.state import Failure, MailboxState, StateStore
 from maildesk.intake.imap.url import Mailbox
@@ -43,15 +48,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 FINISHED = ("done", "duplicate")
 _counter = itertools.count(1)
-
-
-@dataclass
-class _Spooled:
-    """A batch handed to the pipeline, waiting for its verdicts."""
-
-    uids: list[int]
-    ids: dict[int, int]  # uid -> inbound id
-    errors: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # uid -> (why, raw)
 
 
 class PollerHooks:
@@ -205,11 +201,11 @@ class Poller(Worker):
                 return
             except (ImapUnavailable, TransientError, SQLAlchemyError) as exc:
                 delay = self._next_delay()
-                self._problem(PollerState.BACKOFF, _one_line(exc), delay)
+                self._problem(PollerState.BACKOFF, one_line(exc), delay)
             except Exception as exc:  # a bug: say so once with the traceback, keep going
                 delay = self._next_delay()
                 log.exception("imap %s: unexpected error", self.mailbox.label)
-                self._problem(PollerState.BACKOFF, _one_line(exc), delay, level=logging.DEBUG)
+                self._problem(PollerState.BACKOFF, one_line(exc), delay, level=logging.DEBUG)
             finally:
                 self._session = None
                 await asyncio.shield(self._call(session.close))
@@ -292,7 +288,7 @@ class Poller(Worker):
                 del self._pending[uid]
         waiting = {u: self._pending[u] for u in uids if u in self._pending}
         if waiting:  # spooled earlier; look once whether the pipeline has finished them
-            await self._settle(session, _Spooled(sorted(waiting), waiting), wait=False)
+            await self._settle(session, Spooled(sorted(waiting), waiting), wait=False)
         todo = [u for u in uids if u not in self._pending]
         if not todo:
             return
@@ -309,11 +305,12 @@ class Poller(Worker):
             return
         loop = asyncio.get_running_loop()
         prefetch = loop.run_in_executor(self._io, session.fetch, batches[0])
-        previous: _Spooled | None = None
+        previous: Spooled | None = None
         try:
             for n, batch in enumerate(batches):
                 mails = await prefetch
-                current = await self._ingest(batch, mails)
+                current = await spool_batch(self._spool, self._hooks, self._source, batch, mails)
+                self.counts["ingested"] += len(current.ids)
                 del mails
                 if n + 1 < len(batches):
                     prefetch = loop.run_in_executor(self._io, session.fetch, batches[n + 1])
@@ -333,55 +330,12 @@ class Poller(Worker):
                 if prefetch.done() and not prefetch.cancelled():
                     prefetch.exception()
 
-    async def _ingest(self, uids: list[int], mails: dict[int, bytes | None]) -> _Spooled:
-        """Spool the batch durably; per-mail failures are noted, not raised."""
-        batch = _Spooled(uids=uids, ids={})
-        ready: dict[int, bytes] = {}
-        for uid in uids:
-            if uid not in mails:
-                continue  # expunged meanwhile
-            raw = mails[uid]
-            if raw is None:
-                batch.errors[uid] = ("the server returned no message body", b"")
-                continue
-            try:
-                self._hooks.before_ingest(uid, raw)
-            except Exception as exc:
-                batch.errors[uid] = (_one_line(exc), raw)
-                continue
-            ready[uid] = raw
-        if not ready:
-            return batch
-        results = await asyncio.gather(
-            *(self._spool.accept(raw, self._source(uid)) for uid, raw in ready.items()),
-            return_exceptions=True,
-        )
-        failed: dict[int, BaseException] = {}
-        for uid, result in zip(ready, results, strict=True):
-            if isinstance(result, BaseException):
-                failed[uid] = result
-            else:
-                batch.ids[uid] = result
-        if failed and len(failed) > 1:
-            # One transaction for all: find out which mail (if any) is to blame.
-            for uid in list(failed):
-                try:
-                    batch.ids[uid] = await self._spool.accept(ready[uid], self._source(uid))
-                    del failed[uid]
-                except Exception as again:
-                    failed[uid] = again
-        if failed and not batch.ids:
-            first = next(iter(failed.values()))
-            raise TransientError(f"could not store mail in the spool: {_one_line(first)}")
-        for uid, problem in failed.items():
-            batch.errors[uid] = (f"spool: {_one_line(problem)}", ready[uid])
-        self.counts["ingested"] += len(batch.ids)
-        return batch
-
-    async def _settle(self, session: ImapSession, batch: _Spooled, wait: bool = True) -> None:
+    async def _settle(self, session: ImapSession, batch: Spooled, wait: bool = True) -> None:
         """Wait for the pipeline, then move what is committed; note what failed."""
         opts = self.options
-        verdicts = await self._verdicts(batch.ids, wait)
+        verdicts = await wait_for_verdicts(
+            self._engine, batch.ids, wait, opts.verdict_stall_seconds, self.mailbox.label
+        )
         done = [u for u, v in verdicts.items() if v is not None and v.status in FINISHED]
         failed = [u for u, v in verdicts.items() if v is not None and v.status not in FINISHED]
         for uid in failed:
@@ -418,7 +372,9 @@ class Poller(Worker):
             else:
                 counted[uid] = failure
         if poisoned:
-            await asyncio.to_thread(self._record_poison, poisoned)
+            await asyncio.to_thread(
+                record_poison, self._engine, poisoned, opts, self.mailbox.label, self._source
+            )
 
         self._hooks.before_move(done)
         await self._call(session.move, done, opts.done_folder, True)
@@ -440,55 +396,6 @@ class Poller(Worker):
         self._mb.failures.update(counted)
         for uid in cleared:
             self._mb.failures.pop(uid, None)
-
-    async def _verdicts(self, ids: dict[int, int], wait: bool) -> dict[int, Verdict | None]:
-        """Poll the inbound rows until the pipeline has decided each (None: not yet)."""
-        remaining = dict(ids)
-        out: dict[int, Verdict | None] = {}
-        pause = 0.02
-        progress_at = time.monotonic()
-        while remaining:
-            rows = await asyncio.to_thread(verdicts_of, self._engine, list(remaining.values()))
-            for uid, inbound_id in list(remaining.items()):
-                verdict = rows.get(inbound_id)
-                if verdict is not None:
-                    out[uid] = verdict
-                    del remaining[uid]
-                    progress_at = time.monotonic()
-            if not remaining or not wait:
-                break
-            if time.monotonic() - progress_at > self.options.verdict_stall_seconds:
-                log.warning(
-                    "imap %s: pipeline has not finished %d mail(s) yet; leaving them in place",
-                    self.mailbox.label,
-                    len(remaining),
-                )
-                break
-            await asyncio.sleep(pause)
-            pause = min(pause * 1.5, 0.5)
-        out.update(dict.fromkeys(remaining))
-        return out
-
-    def _record_poison(self, items: list[tuple[int, str, bytes]]) -> None:
-        for uid, why, _ in items:
-            log.error(
-                "imap %s: uid %d failed %d times, moving it to %s: %s",
-                self.mailbox.label,
-                uid,
-                self.options.max_failures,
-                self.options.errors_folder,
-                why,
-            )
-        note = f"IMAP ingest failed {self.options.max_failures} times; moved to "
-        note += self.options.errors_folder
-        try:
-            record_failed(
-                self._engine,
-                [(self._source(uid), raw, f"{note}: {why}") for uid, why, raw in items],
-                self.options.max_failures,
-            )
-        except SQLAlchemyError as exc:  # the log line above is then the only record
-            log.error("imap %s: could not record the failed mail(s): %s", self.mailbox.label, exc)
 
     # -- helpers -------------------------------------------------------------
 
@@ -521,8 +428,3 @@ class Poller(Worker):
             return
         self._logged = (error, now)
         log.log(level, "imap %s: %s; retrying in %g s", self.mailbox.label, error, retry_in)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:500]
