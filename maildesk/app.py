@@ -35,13 +35,14 @@ from maildesk.spam.live import LiveSpamFilter
 from maildesk.spam.model import SpamThresholds
 from maildesk.storage.db import is_postgres, make_engine, require_current_schema
 from maildesk.work.health import StatusServer, backlog_counts
-from maildesk.work.outbox import OutboxSender, release_claims, transport_from_url
+from maildesk.work.outbox import OutboxSender, release_claims
 from maildesk.work.parsepool import ParserPool
 from maildesk.work.processor import Processor
 from maildesk.work.reload import ConfigReloader, LiveConfig
 from maildesk.work.scheduler import Scheduler, ticket_jobs
 from maildesk.work.sdnotify import Notifier
 from maildesk.work.spamlearn import SureLearner
+from maildesk.work.transports import transport_from_url
 from maildesk.worker import Worker
 
 log = logging.getLogger("maildesk")

@@ -29,7 +29,7 @@ class CheckReport:
 def check_all(settings: Settings) -> CheckReport:
     from maildesk.config.runtime import load_runtime
     from maildesk.intake.imap.url import parse_mailboxes
-    from maildesk.work.outbox import check_outbound_url
+    from maildesk.work.transports import check_outbound_url
 
     report = CheckReport()
     try:

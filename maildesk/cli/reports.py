@@ -19,24 +19,21 @@ from sqlmodel import Session
 from maildesk.cli.format import print_table, when
 from maildesk.config.files import load_sla
 from maildesk.config.settings import Settings, load_settings
-from maildesk.core.sla import format_duration
-from maildesk.storage import db
-from maildesk.storage.reports import (
+from maildesk.core.reports import (
     OverdueRow,
     ReportInputError,
     SlaRow,
     day_window,
-    load_created,
-    load_done,
-    load_open_due,
     month_window,
     overdue_horizon,
     overdue_report,
     previous_month,
-    reading,
     report_zone,
     sla_report,
 )
+from maildesk.core.sla import format_duration
+from maildesk.storage import db
+from maildesk.storage.reports import load_created, load_done, load_open_due, reading
 
 report_app = typer.Typer(
     help="Reports: SLA per level and staff, overdue tickets, monthly per client.",

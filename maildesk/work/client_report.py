@@ -23,17 +23,11 @@ from sqlmodel import Session, select
 
 from maildesk.config.runtime import Runtime
 from maildesk.core.compose import InlineImage, OutgoingMail, compose, new_message_id
+from maildesk.core.reports import ReportInputError, TicketFacts, iso_utc, month_window, report_zone
 from maildesk.core.sla import DOMAIN_RE, SlaConfig, format_duration
 from maildesk.storage.enqueue import add_outbox
 from maildesk.storage.models import Outbox
-from maildesk.storage.reports import (
-    ReportInputError,
-    TicketFacts,
-    iso_utc,
-    load_done,
-    month_window,
-    report_zone,
-)
+from maildesk.storage.reports import load_done
 
 KIND = "client_report"
 ADMINS = "*"  # the key of the admins' mail (every client)

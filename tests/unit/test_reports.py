@@ -9,8 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from maildesk.config.files import load_sla
-from maildesk.errors import ConfigError
-from maildesk.storage.reports import (
+from maildesk.core.reports import (
     ReportInputError,
     TicketFacts,
     day_window,
@@ -23,6 +22,7 @@ from maildesk.storage.reports import (
     resolution_breached,
     sla_report,
 )
+from maildesk.errors import ConfigError
 from maildesk.work.client_report import ClientSelector, client_reports, select_client
 
 REPO = Path(__file__).resolve().parents[2]

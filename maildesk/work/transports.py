@@ -1,0 +1,179 @@
+"""Where the outbox delivers: a relay over SMTP (aiosmtplib), or a Maildir a person can
+open in any mail client (the embedded default). MAILDESK_OUTBOUND picks one."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import mailbox
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+from urllib.parse import parse_qs, unquote, urlparse
+
+import aiosmtplib
+
+from maildesk.errors import ConfigError, PermanentError, TransientError
+
+log = logging.getLogger("maildesk.work.outbox")
+
+# Through a relay, a crash between sending and recording sends the batch again: keep the
+# mails in flight few.
+SMTP_BATCH = 10
+
+
+class Transport(Protocol):
+    async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None: ...
+
+
+@runtime_checkable
+class BatchTransport(Protocol):
+    """A transport that delivers a batch durably at once (one sync of the batch), and
+    only once per key: a batch delivered again after a crash adds nothing."""
+
+    async def send_many(self, mails: Sequence[tuple[str, bytes]]) -> None: ...
+
+
+class MaildirTransport:
+    """Development default: every outbound mail lands in a Maildir (open it in any client).
+
+    Delivered the Maildir way, durably: write to tmp/, fsync, rename into new/, fsync
+    new/. A batch shares the directory fsync, and each mail is named after its key
+    (the outbox Message-ID): delivering it again, as after a crash between delivery
+    and recording it sent, finds it in new/ and does not add a second copy.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mailbox.Maildir(str(path), create=True)  # creates cur/ new/ tmp/
+        self._count = itertools.count()
+        self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+
+    async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None:
+        name = f"{time.time():.6f}.P{os.getpid()}Q{next(self._count)}.{self._host}"
+        await asyncio.to_thread(self._deliver, [(name, raw)])
+
+    async def send_many(self, mails: Sequence[tuple[str, bytes]]) -> None:
+        named = [(self._name(key), raw) for key, raw in mails]
+        await asyncio.to_thread(self._deliver, named)
+
+    def _name(self, key: str) -> str:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"maildesk-{digest}.{self._host}"
+
+    def _deliver(self, mails: Sequence[tuple[str, bytes]]) -> None:
+        new = self.path / "new"
+        moved = False
+        for name, raw in mails:
+            if (new / name).exists():
+                continue  # delivered before, not recorded: a crash came in between
+            tmp = self.path / "tmp" / name
+            with open(tmp, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(tmp, new / name)
+            moved = True
+        if moved:
+            fd = os.open(new, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+@dataclass(frozen=True)
+class SmtpTransport:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    tls: bool = False
+    timeout: float = 30.0
+
+    async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None:
+        try:
+            errors, _ = await aiosmtplib.send(
+                raw,
+                sender=mail_from,
+                recipients=recipients,
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                start_tls=self.starttls,
+                use_tls=self.tls,
+                timeout=self.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [e.code for e in exc.recipients]
+            text = "; ".join(f"{e.recipient}: {e.code} {e.message}" for e in exc.recipients)
+            if all(500 <= c < 600 for c in codes):
+                raise PermanentError(text) from None
+            raise TransientError(text) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            text = f"{exc.code} {exc.message}"
+            if 500 <= exc.code < 600:
+                raise PermanentError(text) from None
+            raise TransientError(text) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+        if errors:  # some recipients refused, others accepted
+            refused = "; ".join(f"{r}: {c} {m}" for r, (c, m) in errors.items())
+            log.warning("outbox: relay refused some recipients: %s", refused)
+
+
+def transport_from_url(url: str) -> Transport:
+    """`maildir:PATH`, `smtp://user:pass@host:587?starttls=1`, `smtps://host:465`."""
+    if url.startswith("maildir:"):
+        return MaildirTransport(Path(url.removeprefix("maildir:")))
+    transport = check_outbound_url(url)
+    assert transport is not None
+    return transport
+
+
+def check_outbound_url(url: str) -> SmtpTransport | None:
+    """Parse MAILDESK_OUTBOUND without touching anything; a ConfigError names it."""
+    if url.startswith("maildir:"):
+        if not url.removeprefix("maildir:"):
+            raise ConfigError("MAILDESK_OUTBOUND: maildir: needs a path (maildir:/srv/sent)")
+        return None
+    parsed = urlparse(url)
+    shown = _redact(url)
+    if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
+        raise ConfigError(
+            f"MAILDESK_OUTBOUND: expected maildir:PATH or smtp://host:port, got {shown!r}"
+        )
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ConfigError(
+            f"MAILDESK_OUTBOUND: the port is not a number 1-65535 in {shown!r}"
+        ) from None
+    query = parse_qs(parsed.query)
+    unknown = sorted(set(query) - {"starttls"})
+    if unknown:
+        raise ConfigError(f"MAILDESK_OUTBOUND: unknown option {unknown[0]!r} (known: starttls)")
+    return SmtpTransport(
+        host=parsed.hostname,
+        port=port or (465 if parsed.scheme == "smtps" else 25),
+        username=unquote(parsed.username) if parsed.username else None,
+        password=unquote(parsed.password) if parsed.password else None,
+        starttls=query.get("starttls", ["0"])[0] in ("1", "true", "yes"),
+        tls=parsed.scheme == "smtps",
+    )
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    return url.replace(f":{parsed.password}@", ":***@", 1)
