@@ -19,11 +19,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from html.parser import HTMLParser
 
 import mailparser
 
 from maildesk.core.address import parse_addresses
+from maildesk.core.htmltext import html_to_text as html_to_text  # re-exported
 from maildesk.core.mimeparts import (
     Attachment,
     DeliveryReport,
@@ -259,37 +259,3 @@ def _check_structure_bounds(message: email.message.Message) -> None:
         payload = part.get_payload()
         if isinstance(payload, list):
             stack.extend((p, depth + 1) for p in payload if isinstance(p, email.message.Message))
-
-
-class _TextExtractor(HTMLParser):
-    _BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "blockquote"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style", "head"):
-            self._skip += 1
-        elif tag in self._BLOCK:
-            self.chunks.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style", "head") and self._skip:
-            self._skip -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.chunks.append(data)
-
-
-def html_to_text(html: str) -> str:
-    extractor = _TextExtractor()
-    try:
-        extractor.feed(html)
-        extractor.close()
-    except Exception:
-        return re.sub(r"<[^>]*>", " ", html)
-    lines = (" ".join(line.split()) for line in "".join(extractor.chunks).splitlines())
-    return "\n".join(line for line in lines if line).strip()
