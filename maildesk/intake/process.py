@@ -24,11 +24,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from maildesk.config.settings import Settings, split_host_port
 from maildesk.errors import ConfigError
-from maildesk.intake.spool import Spool
+
+if TYPE_CHECKING:  # the child imports this module: it loads no database or settings code
+    from maildesk.config.settings import Settings
+    from maildesk.intake.spool import Spool
 
 log = logging.getLogger("maildesk.intake")
 
@@ -54,6 +56,9 @@ class IntakeProcess:
 
     async def start(self) -> int:
         """Bind, start the child, wait until it listens; returns the bound port."""
+        from maildesk.config.settings import split_host_port
+
+
         host, port = split_host_port(self._settings.smtp_listen)
         try:
             self._sock = socket.create_server((host, port), backlog=100)
