@@ -3,6 +3,7 @@ a real `maildesk run` subprocess, a real SMTP relay sink, and the corpora."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -58,6 +59,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+async def eventually(
+    check: Callable[[], object], timeout: float = 30.0, interval: float = 0.05
+) -> None:
+    """`wait_for` inside a running event loop: `check()` (sync, may block briefly) runs
+    in a thread, so the loop's own tasks go on meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if await asyncio.to_thread(check):
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
 
 
 def _pg_admin() -> Engine | None:

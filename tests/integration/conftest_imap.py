@@ -5,7 +5,7 @@ then available there under the name `dovecot`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,16 +102,3 @@ async def running_poller(
         yield poller
     finally:
         await poller.stop()
-
-
-async def eventually(
-    check: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> None:
-    """Await until `check()` (sync, may block briefly) is true, or fail after `timeout` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        if await asyncio.to_thread(check):
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)

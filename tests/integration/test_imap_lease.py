@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from maildesk.intake.imap import Poller, PollerOptions, parse_mailboxes
-from tests.conftest import new_database_url
-from tests.integration.conftest_imap import dovecot_fixture, eventually, running_pipeline
+from tests.conftest import eventually, new_database_url
+from tests.integration.conftest_imap import dovecot_fixture, running_pipeline
 from tests.integration.dovecot import Dovecot
 from tests.mailkit import make_mail
 

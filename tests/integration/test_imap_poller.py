@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 
 from maildesk.intake.imap import PollerOptions
+from tests.conftest import eventually
 from tests.faults import Faults
-from tests.integration.conftest_imap import (
-    dovecot_fixture,
-    eventually,
-    running_pipeline,
-    running_poller,
-)
+from tests.integration.conftest_imap import dovecot_fixture, running_pipeline, running_poller
 from tests.integration.dovecot import Dovecot
 from tests.mailkit import make_mail
 

@@ -24,21 +24,18 @@ from maildesk.spam.evidence import Columns
 from maildesk.spam.modelfile import N_FEATURES
 from maildesk.spam.tokenize import tokenize
 
-CORPORA = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpora"
 SOURCES = (
-    CORPORA / "spamassassin" / "ham",
-    CORPORA / "spamassassin" / "spam",
-    CORPORA / "mime",
-    CORPORA / "threads" / "blinux-list-threads.mbox",
+    Path("spamassassin") / "ham",
+    Path("spamassassin") / "spam",
+    Path("mime"),
+    Path("threads") / "blinux-list-threads.mbox",
 )
 
 
 @pytest.fixture(scope="module")
-def raws() -> list[bytes]:
-    if not all(path.exists() for path in SOURCES):
-        pytest.skip(f"no corpora at {CORPORA.resolve()} (a fresh clone)")
+def raws(corpora: Path) -> list[bytes]:
     logging.getLogger("mailparser").setLevel(logging.CRITICAL)
-    return [raw for _, raw in iter_messages(list(SOURCES))]
+    return [raw for _, raw in iter_messages([corpora / source for source in SOURCES])]
 
 
 def test_mime_view_finds_what_mail_parser_finds_in_the_whole_mail(raws: list[bytes]) -> None:

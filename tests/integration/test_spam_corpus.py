@@ -20,9 +20,9 @@ from maildesk.core.parse import parse_mail
 from maildesk.intake.sources import iter_messages
 from maildesk.spam import SpamFilter, SpamThresholds
 from maildesk.spam.evaluate import OnlineReport, Sample, evaluate_online
+from tests.conftest import CORPORA
 from tests.russian_mail import constructed, quoting_customers
 
-CORPORA = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpora"
 SPAMASSASSIN = CORPORA / "spamassassin"
 MAIL_PARSER = CORPORA / "mime" / "mail-parser"
 THREADS = CORPORA / "threads" / "blinux-list-threads.mbox"
