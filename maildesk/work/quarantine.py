@@ -3,7 +3,7 @@
 `mark_ticket` is what `maildesk spam mark`, `maildesk do` and the staff `#spam` /
 `#ham` mail commands call: the model learns the decision (a sure verdict the
 daemon learned before is forgotten first: `spamlearn.relearn`) and, on release,
-the confirmation that was held goes out.
+the mails maildesk.core.release decides go out (the held confirmation).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from sqlmodel import Session, col, select
 
 from maildesk.config.runtime import Runtime
 from maildesk.core.classify import classify
-from maildesk.core.decide import MailIntent, confirmation_refusal
 from maildesk.core.parse import InboundMail, parse_mail
+from maildesk.core.release import HELD, QUARANTINE, decide_release
 from maildesk.core.tid import format_tid
 from maildesk.errors import NotFound
 from maildesk.storage import enqueue, facts
@@ -27,8 +27,6 @@ from maildesk.work.spamlearn import relearn
 if TYPE_CHECKING:
     from maildesk.spam import SpamFilter
 
-QUARANTINE = "spam"
-HELD = "held"
 
 
 def _first_mail(session: Session, ticket_id: int) -> tuple[int, Inbound, InboundMail]:
@@ -85,24 +83,14 @@ def mark_ticket(
     ticket.status = "new"
     ticket.updated_at = now
     session.add(ticket)
-    _event(session, ticket_id, actor, "status", f"{previous} -> new (released as ham)", now)
-    state = ticket_state(session, ticket)
-    intents: list[MailIntent] = []
     kind = classify(mail, inbound.envelope_from, frozenset(runtime.settings.support_addresses))
-    refusal = confirmation_refusal(
-        kind, facts.sender_facts(session, mail.from_addr, now), runtime.policy, mail.from_addr
-    )
-    if refusal:
-        _event(session, ticket_id, actor, "no_confirmation", refusal, now)
-    else:
-        intents.append(MailIntent("confirmation", (mail.from_addr,), ticket.language, "new"))
-    if previous == QUARANTINE:  # staff were never told about it
-        notify = [ticket.assignee] if ticket.assignee else [m.email for m in runtime.rules.admins]
-        recipients = tuple(a for a in notify if a and a != actor)
-        if recipients:
-            intents.append(MailIntent("notification", recipients, "en", "new"))
-    enqueue.queue_mails(session, state, mail, tuple(intents), runtime, now)
-    sent = "confirmation queued" if not refusal else f"no confirmation ({refusal})"
+    sender = facts.sender_facts(session, mail.from_addr, now)
+    state = ticket_state(session, ticket)
+    release = decide_release(mail, kind, sender, state, previous, runtime.policy, actor)
+    for event_kind, detail in release.events:
+        _event(session, ticket_id, actor, event_kind, detail, now)
+    enqueue.queue_mails(session, state, mail, release.mails, runtime, now)
+    sent = f"no confirmation ({release.refusal})" if release.refusal else "confirmation queued"
     return f"{tid} released as ham: {sent}; {learned}"
 
 
