@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from maildesk.core.classify import Classification
-from maildesk.core.decide import confirmation_refusal
 from maildesk.core.decision import MailIntent, Policy, SenderFacts, TicketState
+from maildesk.core.newticket import confirmation_refusal
 from maildesk.core.parse import InboundMail
 
 QUARANTINE = "spam"
