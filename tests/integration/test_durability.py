@@ -67,6 +67,10 @@ class Ledger:
     refused: list[tuple[int, int, str]] = field(default_factory=list)  # 5xx: a bug
     errors: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The clients start no new mail once `hold_at` were accepted, until `killed` is set:
+    # the SIGKILL always lands mid-stream, however fast the intake answers.
+    hold_at: int = MAILS
+    killed: threading.Event = field(default_factory=threading.Event)
 
     def count(self) -> int:
         with self.lock:
@@ -102,6 +106,8 @@ def _client(
         conn = None
 
     for index, sender, raw in mails:
+        if ledger.count() >= ledger.hold_at:
+            ledger.killed.wait(max(0.0, deadline - time.monotonic()))
         while True:
             if time.monotonic() > deadline:
                 drop()
@@ -252,7 +258,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     daemon = start_daemon(MAILDESK_AUTO_REPLY_LIMIT_PER_HOUR="10000")
     data_dir = Path(daemon.env["MAILDESK_DATA_DIR"])
     mails = [_mail(seed, i) for i in range(MAILS)]
-    ledger = Ledger()
+    ledger = Ledger(hold_at=kill_after + CLIENTS * 2)
     deadline = time.monotonic() + CLIENT_DEADLINE
     shares = [
         [(i, mails[i][0], mails[i][2]) for i in range(c, MAILS, CLIENTS)] for c in range(CLIENTS)
@@ -273,6 +279,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     pid = daemon.proc.pid
     children = _descendants(pid)
     daemon.stop(signal.SIGKILL)
+    ledger.killed.set()
     killed_at = time.monotonic()
     accepted_before_kill = ledger.count()
     assert daemon.proc.returncode == -signal.SIGKILL
