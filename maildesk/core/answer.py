@@ -20,8 +20,9 @@ from datetime import datetime
 from typing import Literal
 
 from maildesk.core.classify import Classification
-from maildesk.core.commands import Command, first_line, parse_commands
+from maildesk.core.commands import Command, Parsed, first_line, parse_commands
 from maildesk.core.decision import (
+    Collision,
     Decision,
     HeldAnswer,
     MailIntent,
@@ -50,6 +51,8 @@ def decide_staff_mail(
     facts: SenderFacts | None,
     now: datetime,
 ) -> Decision:
+    """A proven staff member's mail on a ticket: a held answer released, an automatic
+    mail noted, or their #commands applied and then a note, an answer, or nothing more."""
     author = identity.address
     if facts is not None and facts.held is not None and kind.kind != "auto_reply":
         return _release_or_drop(mail, ticket, author, facts.held, policy)
@@ -67,12 +70,44 @@ def decide_staff_mail(
     errors = (*parsed.errors, *command_errors(parsed.commands, ticket, targets, policy))
     if errors:
         return _refused(ticket, author, errors)
+    done = _commanded(mail, parsed, ticket, author, policy)
+    if done.applied.mark is not None:  # #spam / #ham: a staff decision, never an answer
+        return _internal(done, done.applied.events, mark=done.applied.mark)
+    if identity.comment or "internal" in done.names:
+        return _note(done, author)
+    if not strip_reply(done.body, None).text.strip() and parsed.commands:  # commands only
+        return _internal(done, done.applied.events, mails=done.updates)
+    if not done.ticket.requester:
+        unsent = ("answer", "not relayed: the ticket has no usable customer address")
+        return _internal(done, (*done.applied.events, unsent))
+    if facts is not None and facts.collision is not None:
+        return _held_answer(done, author, facts.collision)
+    return _relayed(done, author, policy)
+
+
+@dataclass(frozen=True)
+class _Commanded:
+    """A staff mail once its #commands are applied: the ticket as they leave it, the
+    customer updates they cause, and the text that remains to relay or note."""
+
+    ticket: TicketState
+    applied: Applied
+    names: frozenset[str]
+    updates: tuple[MailIntent, ...]
+    body: str
+    html: str | None
+
+
+def _commanded(
+    mail: InboundMail, parsed: Parsed, ticket: TicketState, author: str, policy: Policy
+) -> _Commanded:
     applied = apply_commands(parsed.commands, ticket, author)
-    changes, status, events = applied.changes, applied.status, applied.events
-    ticket = with_people(ticket, changes)  # an answer goes to the cc list it sets
-    updates = customer_updates(ticket, status, changes, policy.rules.customer_updates.enabled())
-    command_names = {c.name for c in parsed.commands}
-    if status == "resolved" and "time" not in command_names and not ticket.time_spent_minutes:
+    ticket = with_people(ticket, applied.changes)  # an answer goes to the cc list it sets
+    updates = customer_updates(
+        ticket, applied.status, applied.changes, policy.rules.customer_updates.enabled()
+    )
+    names = frozenset(c.name for c in parsed.commands)
+    if applied.status == "resolved" and "time" not in names and not ticket.time_spent_minutes:
         # HelpDeskEddy asks at close: the author can answer with a #time line
         updates += (MailIntent("ask_time", (author,), "en", "resolved", author=author),)
     body = parsed.body if parsed.commands else mail.text
@@ -80,79 +115,66 @@ def decide_staff_mail(
     if canned:
         body = "\n\n".join([*_canned(canned, ticket, author, policy), body]).strip("\n")
     html = None if parsed.commands else mail.html
-    colleagues = _colleagues(ticket, author)
-    if applied.mark is not None:  # #spam / #ham: a staff decision, never an answer
-        return Decision(
-            action="append",
-            message_kind="staff",
-            ticket=ticket,
-            visibility="internal",
-            events=events,
-            status=status,
-            changes=changes,
-            mark=applied.mark,
-        )
-    if identity.comment or "internal" in command_names:
-        reply = strip_reply(body, html)
-        told = (
-            (MailIntent("notification", colleagues, "en", "note", author=author, reply=reply),)
-            if colleagues and body.strip()
-            else ()
-        ) + updates
-        note = (("note", f"hidden note by {author}"),) if body.strip() else ()
-        return Decision(
-            action="append",
-            message_kind="staff",
-            ticket=ticket,
-            visibility="internal",
-            mails=told,
-            events=(*events, *note),
-            status=status,
-            changes=changes,
-        )
-    if not strip_reply(body, None).text.strip() and parsed.commands:  # commands only
-        return Decision(
-            action="append",
-            message_kind="staff",
-            ticket=ticket,
-            visibility="internal",
-            mails=updates,
-            events=events,
-            status=status,
-            changes=changes,
-        )
-    if not ticket.requester:
-        return Decision(
-            action="append",
-            message_kind="staff",
-            ticket=ticket,
-            visibility="internal",
-            events=(*events,
-                    ("answer", "not relayed: the ticket has no usable customer address")),
-            status=status,
-            changes=changes,
-        )
-    reply = strip_reply(body, html)
-    if facts is not None and facts.collision is not None:
-        other = facts.collision.other
-        return Decision(
-            action="append",
-            message_kind="staff",
-            ticket=ticket,
-            visibility="internal",
-            mails=(MailIntent("held", (author,), "en", "answer", author=author, reply=reply,
-                              collision=facts.collision),),
-            events=(("held", f"answer by {author} held: {other} answered after the mail it "
-                     "replies to; #send releases it"),),
-        )
-    answered = _answer(ticket, author, reply, policy, None)
+    return _Commanded(ticket, applied, names, updates, body, html)
+
+
+def _internal(
+    done: _Commanded,
+    events: tuple[tuple[str, str], ...],
+    mails: tuple[MailIntent, ...] = (),
+    mark: Literal["spam", "ham"] | None = None,
+) -> Decision:
+    """Recorded on the ticket, relayed to no customer."""
+    return Decision(
+        action="append",
+        message_kind="staff",
+        ticket=done.ticket,
+        visibility="internal",
+        mails=mails,
+        events=events,
+        status=done.applied.status,
+        changes=done.applied.changes,
+        mark=mark,
+    )
+
+
+def _note(done: _Commanded, author: str) -> Decision:
+    """#internal, or a mail to the comment address: colleagues are told, no customer."""
+    reply = strip_reply(done.body, done.html)
+    colleagues = _colleagues(done.ticket, author)
+    told: tuple[MailIntent, ...] = ()
+    if colleagues and done.body.strip():
+        told = (MailIntent("notification", colleagues, "en", "note", author=author, reply=reply),)
+    note = (("note", f"hidden note by {author}"),) if done.body.strip() else ()
+    return _internal(done, (*done.applied.events, *note), mails=told + done.updates)
+
+
+def _held_answer(done: _Commanded, author: str, collision: Collision) -> Decision:
+    """Another staff member answered meanwhile: the answer waits for #send."""
+    reply = strip_reply(done.body, done.html)
+    return Decision(
+        action="append",
+        message_kind="staff",
+        ticket=done.ticket,
+        visibility="internal",
+        mails=(MailIntent("held", (author,), "en", "answer", author=author, reply=reply,
+                          collision=collision),),
+        events=(("held", f"answer by {author} held: {collision.other} answered after the "
+                 "mail it replies to; #send releases it"),),
+    )
+
+
+def _relayed(done: _Commanded, author: str, policy: Policy) -> Decision:
+    """The answer goes to the customer (with a resolution mail when it resolves)."""
+    status, events = done.applied.status, done.applied.events
+    answered = _answer(done.ticket, author, strip_reply(done.body, done.html), policy, None)
     return replace(
         answered,
-        mails=resolve_with_answer(answered.mails, updates),
+        mails=resolve_with_answer(answered.mails, done.updates),
         events=(*events, *answered.events) if status is None else (
             *events, *(e for e in answered.events if e[0] != "status")),
         status=status or answered.status,
-        changes=changes,
+        changes=done.applied.changes,
     )
 
 
