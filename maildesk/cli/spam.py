@@ -235,22 +235,10 @@ def eval_command(
 ) -> None:
     """Measure the filter. Without --folds/--time-split/--online: the current model,
     learning nothing."""
-    from maildesk.spam.evaluate import cross_validate, evaluate_split, score_all
-    from maildesk.spam.evaluate import report as make_report
-    from maildesk.spam.evaluate import time_split as split_by_time
     from maildesk.spam.model import SpamFilter
 
     with _user_errors():
-        if not ham or not spam:
-            raise ValueError("give both --ham PATH and --spam PATH")
-        if sum((folds is not None, time_split is not None, online)) > 1:
-            raise ValueError("--folds, --time-split and --online are alternatives: pick one")
-        if learn not in ("sure", "corrections"):
-            raise ValueError(f"--learn must be 'sure' or 'corrections', not {learn!r}")
-        if folds is not None and folds < 2:
-            raise ValueError("--folds must be at least 2")
-        if time_split is not None and not 0.0 < time_split < 1.0:
-            raise ValueError("--time-split must be between 0 and 1 (exclusive)")
+        _check_eval_options(ham, spam, folds, time_split, online, learn)
         path, thresholds = _settings_paths(model)
         live: SpamFilter | None = None
         if folds is None and time_split is None and not online:
@@ -263,21 +251,7 @@ def eval_command(
         if online:
             print_online(_online(samples, thresholds, learn), thresholds, as_json)
             return
-        if live is not None:
-            scored, latencies = score_all(live, samples)
-            result, mode = make_report(scored, latencies), f"current model {live.model_version}"
-        elif folds is not None:
-            result = _with_bar(
-                f"{folds}-fold cross-validation",
-                folds,
-                lambda tick: cross_validate(samples, thresholds, folds, tick),
-            )
-            mode = f"{folds}-fold cross-validation, fresh models"
-        else:
-            assert time_split is not None
-            train_set, test_set = split_by_time(samples, time_split)
-            result = evaluate_split(train_set, test_set, thresholds)
-            mode = f"time split: trained on the oldest {time_split:.0%} of each class"
+        result, mode = _evaluate(samples, thresholds, live, folds, time_split)
     if as_json:
         print(
             json.dumps(
@@ -286,6 +260,47 @@ def eval_command(
         )
     else:
         print_report(mode, result, thresholds)
+
+
+def _check_eval_options(
+    ham: Sequence[Path], spam: Sequence[Path], folds: int | None, time_split: float | None,
+    online: bool, learn: str,
+) -> None:
+    if not ham or not spam:
+        raise ValueError("give both --ham PATH and --spam PATH")
+    if sum((folds is not None, time_split is not None, online)) > 1:
+        raise ValueError("--folds, --time-split and --online are alternatives: pick one")
+    if learn not in ("sure", "corrections"):
+        raise ValueError(f"--learn must be 'sure' or 'corrections', not {learn!r}")
+    if folds is not None and folds < 2:
+        raise ValueError("--folds must be at least 2")
+    if time_split is not None and not 0.0 < time_split < 1.0:
+        raise ValueError("--time-split must be between 0 and 1 (exclusive)")
+
+
+def _evaluate(
+    samples: Sequence[Sample], thresholds: SpamThresholds, live: SpamFilter | None,
+    folds: int | None, time_split: float | None,
+) -> tuple[EvalReport, str]:
+    """The current model (`live`), cross-validation, or a time split of fresh models."""
+    from maildesk.spam.evaluate import cross_validate, evaluate_split, score_all
+    from maildesk.spam.evaluate import report as make_report
+    from maildesk.spam.evaluate import time_split as split_by_time
+
+    if live is not None:
+        scored, latencies = score_all(live, samples)
+        return make_report(scored, latencies), f"current model {live.model_version}"
+    if folds is not None:
+        result = _with_bar(
+            f"{folds}-fold cross-validation",
+            folds,
+            lambda tick: cross_validate(samples, thresholds, folds, tick),
+        )
+        return result, f"{folds}-fold cross-validation, fresh models"
+    assert time_split is not None
+    train_set, test_set = split_by_time(samples, time_split)
+    result = evaluate_split(train_set, test_set, thresholds)
+    return result, f"time split: trained on the oldest {time_split:.0%} of each class"
 
 
 def _online(samples: Sequence[Sample], thresholds: SpamThresholds, learn: str) -> OnlineReport:
