@@ -13,7 +13,7 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from maildesk.intake.imap.poller import PollerHooks
+from maildesk.intake.imap import PollerHooks
 
 log = logging.getLogger(__name__)
 

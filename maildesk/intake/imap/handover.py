@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,10 +17,20 @@ from maildesk.intake.imap.plan import PollerOptions
 from maildesk.intake.imap.records import Verdict, record_failed, verdicts_of
 from maildesk.intake.spool import Spool
 
-if TYPE_CHECKING:
-    from maildesk.intake.imap.poller import PollerHooks
-
 log = logging.getLogger("maildesk.intake.imap.poller")
+
+
+class PollerHooks:
+    """Points where a test can make the poller fail (tests/faults.py); no-ops here."""
+
+    def before_ingest(self, uid: int, raw: bytes) -> None:
+        """Called for each fetched mail before it is spooled."""
+
+    def before_move(self, uids: Sequence[int]) -> None:
+        """Called after the pipeline committed these mails, before they are moved."""
+
+
+NO_HOOKS = PollerHooks()
 
 
 @dataclass

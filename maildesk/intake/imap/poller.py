@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -29,6 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from maildesk.errors import ConfigError, TransientError
 from maildesk.intake.imap.handover import (
+    NO_HOOKS,
+    PollerHooks,
     Spooled,
     one_line,
     record_poison,
@@ -48,19 +50,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 FINISHED = ("done", "duplicate")
 _counter = itertools.count(1)
-
-
-class PollerHooks:
-    """Points where a test can make the poller fail (tests/faults.py); no-ops here."""
-
-    def before_ingest(self, uid: int, raw: bytes) -> None:
-        """Called for each fetched mail before it is spooled."""
-
-    def before_move(self, uids: Sequence[int]) -> None:
-        """Called after the pipeline committed these mails, before they are moved."""
-
-
-NO_HOOKS = PollerHooks()
 
 
 class Poller(Worker):

@@ -7,8 +7,9 @@ import logging
 from sqlalchemy import Engine
 
 from maildesk.config.settings import Settings
+from maildesk.intake.imap.handover import NO_HOOKS, PollerHooks
 from maildesk.intake.imap.plan import PollerOptions
-from maildesk.intake.imap.poller import NO_HOOKS, Poller, PollerHooks
+from maildesk.intake.imap.poller import Poller
 from maildesk.intake.imap.url import Mailbox, parse_mailboxes
 from maildesk.intake.spool import Spool
 
