@@ -63,8 +63,7 @@ def decide(mail: InboundMail, facts: Facts, policy: Policy, now: datetime) -> De
     kind, thread, identity, sender = facts.kind, facts.thread, facts.identity, facts.sender
     if kind.kind == "bounce":
         return _bounce(mail, thread)
-    decision = _decide(mail, kind, thread, identity, sender, facts.workload, policy, now,
-                       facts.spam)
+    decision = _decide(mail, facts, policy, now)
     events = [("identity", f"{identity.role}: {identity.reason}")]
     if thread.reason:
         events.append(("thread", thread.reason))
@@ -76,17 +75,8 @@ def decide(mail: InboundMail, facts: Facts, policy: Policy, now: datetime) -> De
     return replace(decision, events=(*events, *decision.events), alerts=tuple(alerts))
 
 
-def _decide(
-    mail: InboundMail,
-    kind: Classification,
-    thread: ThreadMatch,
-    identity: Identity,
-    sender: SenderFacts,
-    workload: Workload,
-    policy: Policy,
-    now: datetime,
-    spam: SpamBand,
-) -> Decision:
+def _decide(mail: InboundMail, facts: Facts, policy: Policy, now: datetime) -> Decision:
+    kind, thread, identity, sender = facts.kind, facts.thread, facts.identity, facts.sender
     if thread.via == "rating" and thread.ticket is not None and thread.rating:
         return decide_rating(mail, kind, thread.ticket, thread.rating)
     if thread.ticket is not None and _reopen_window_passed(thread.ticket, identity, policy, now):
@@ -99,7 +89,7 @@ def _decide(
     if thread.ticket is not None:
         return _append(mail, kind, thread.ticket, identity, policy, sender, now)
     if identity.is_staff and first_line(mail.text).lower().startswith("#new-for"):
-        return _new_for(mail, kind, thread, identity, sender, workload, policy, now)
+        return _new_for(mail, replace(facts, thread=thread), policy, now)
     if kind.kind == "auto_reply" and thread.refused_ticket is not None:
         # An out-of-office about one of our mails from someone not on that ticket:
         # noted there; it opens nothing and wakes nobody.
@@ -125,23 +115,14 @@ def _decide(
         if "storm" in sender.alerted:
             return appended
         return replace(appended, alerts=(_storm_alert(mail, limit),))
-    return new_ticket(mail, kind, thread, identity, sender, workload, policy, now, spam)
+    return new_ticket(mail, replace(facts, thread=thread), policy, now)
 
 
-def _new_for(
-    mail: InboundMail,
-    kind: Classification,
-    thread: ThreadMatch,
-    identity: Identity,
-    sender: SenderFacts,
-    workload: Workload,
-    policy: Policy,
-    now: datetime,
-) -> Decision:
+def _new_for(mail: InboundMail, facts: Facts, policy: Policy, now: datetime) -> Decision:
     """A staff member forwards a customer's mail with `#new-for [ADDRESS]` first: a ticket
     on the customer's behalf (requester: the address given, else the forwarded From),
     its first message the forwarded text. Any problem: nothing opens, the author is told."""
-    author = identity.address
+    author = facts.identity.address
     parsed = parse_commands(mail.text, policy.rules, policy.sla.levels, author, now)
     errors = list(parsed.errors)
     errors += [f"{c.line}: not with #new-for" for c in parsed.commands if c.name != "new-for"]
@@ -174,8 +155,7 @@ def _new_for(
         cc=(),
         to=(),
     )
-    decision = new_ticket(customer, kind, thread, identity, sender, workload, policy, now,
-                           "ham")
+    decision = new_ticket(customer, replace(facts, spam="ham"), policy, now)
     return replace(decision, message_kind="customer",
                    events=(("created", f"by {author} on behalf of {requester} (#new-for)"),
                            *decision.events))

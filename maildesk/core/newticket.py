@@ -8,6 +8,7 @@ from datetime import datetime
 from maildesk.core.classify import Classification
 from maildesk.core.decision import (
     Decision,
+    Facts,
     MailIntent,
     NewTicket,
     Policy,
@@ -16,27 +17,17 @@ from maildesk.core.decision import (
     ThreadMatch,
     Workload,
 )
-from maildesk.core.identity import Identity
 from maildesk.core.language import detect_language
 from maildesk.core.parse import InboundMail
 from maildesk.core.rules import RuleResult, RulesConfig, evaluate, pick_assignee
 from maildesk.core.tid import clean_subject
 
 
-def new_ticket(
-    mail: InboundMail,
-    kind: Classification,
-    thread: ThreadMatch,
-    identity: Identity,
-    sender: SenderFacts,
-    workload: Workload,
-    policy: Policy,
-    now: datetime,
-    spam: SpamBand,
-) -> Decision:
+def new_ticket(mail: InboundMail, facts: Facts, policy: Policy, now: datetime) -> Decision:
     """A mail that joins no ticket opens one: the rules pick group, assignee, priority,
     category and SLA level; the spam band decides who hears of it."""
-    ticket, result = _ticket_of(mail, thread, workload, policy, now, spam)
+    kind, thread, identity, spam = facts.kind, facts.thread, facts.identity, facts.spam
+    ticket, result = _ticket_of(mail, thread, facts.workload, policy, now, spam)
     events = _creation_events(mail, ticket, result.fired, thread)
     notify = staff_to_notify(ticket.assignee, result.notify, policy.rules, exclude=mail.from_addr)
     if spam == "spam":
@@ -52,7 +43,7 @@ def new_ticket(
         mails = [MailIntent("notification", notify, "en", "possible_spam")] if notify else []
         return Decision(action="new_ticket", message_kind="customer", new_ticket=ticket,
                         mails=tuple(mails), events=tuple(events))
-    refusal = confirmation_refusal(kind, sender, policy, mail.from_addr)
+    refusal = confirmation_refusal(kind, facts.sender, policy, mail.from_addr)
     if identity.spoof == mail.from_addr and mail.from_addr:
         refusal = f"From claims staff address {mail.from_addr} without proof (possible spoof)"
     if refusal:
