@@ -343,23 +343,7 @@ class Poller(Worker):
             else:
                 self._pending.pop(uid, None)
 
-        counted: dict[int, Failure] = {}
-        poisoned: list[tuple[int, str, bytes]] = []
-        for uid, (why, raw) in batch.errors.items():
-            before = self._mb.failures.get(uid)
-            failure = Failure((before.count if before else 0) + 1, why)
-            log.warning(
-                "imap %s: uid %d failed to ingest (%d of %d): %s",
-                self.mailbox.label,
-                uid,
-                failure.count,
-                opts.max_failures,
-                why,
-            )
-            if failure.count >= opts.max_failures:
-                poisoned.append((uid, why, raw))
-            else:
-                counted[uid] = failure
+        counted, poisoned = self._count_failures(batch)
         if poisoned:
             await asyncio.to_thread(
                 record_poison, self._engine, poisoned, opts, self.mailbox.label, self._source
@@ -385,6 +369,29 @@ class Poller(Worker):
         self._mb.failures.update(counted)
         for uid in cleared:
             self._mb.failures.pop(uid, None)
+
+    def _count_failures(
+        self, batch: Spooled
+    ) -> tuple[dict[int, Failure], list[tuple[int, str, bytes]]]:
+        """Mails that failed to ingest: counted again, or poison once they failed too often."""
+        counted: dict[int, Failure] = {}
+        poisoned: list[tuple[int, str, bytes]] = []
+        for uid, (why, raw) in batch.errors.items():
+            before = self._mb.failures.get(uid)
+            failure = Failure((before.count if before else 0) + 1, why)
+            log.warning(
+                "imap %s: uid %d failed to ingest (%d of %d): %s",
+                self.mailbox.label,
+                uid,
+                failure.count,
+                self.options.max_failures,
+                why,
+            )
+            if failure.count >= self.options.max_failures:
+                poisoned.append((uid, why, raw))
+            else:
+                counted[uid] = failure
+        return counted, poisoned
 
     # -- helpers -------------------------------------------------------------
 
