@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, func
+from sqlalchemy import bindparam, func, literal, null, union_all
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from maildesk.config.runtime import Runtime
@@ -49,11 +51,12 @@ def queue_mails(
     by this mail (nothing about it is stored but what waits in the buffer)."""
     capped: list[tuple[str, str]] = []
     kept: list[MailIntent] = []
+    staff = sorted({r for i in intents if i.template == "notification" for r in i.recipients})
+    recent, previous = _notified(session, staff, ticket.id, now, new_ticket)
     for intent in intents:
         if intent.template != "notification":
             kept.append(intent)
             continue
-        recent = _recent(session, intent.recipients, ticket.id, now)
         result = cap_notifications(intent.recipients, recent, runtime.limits)
         if result.keep:
             kept.append(replace(intent, recipients=result.keep))
@@ -78,7 +81,7 @@ def queue_mails(
         now,
         rules_fired,
         answer_to,
-        _previous_notifications(session, ticket.id, kept, new_ticket),
+        previous,
         runtime.settings.notify_attach_bytes,
         history,
     ):
@@ -120,37 +123,6 @@ def _cap_updates(
             room -= 1
         kept.append(intent)
     return kept
-
-
-_PREVIOUS = (
-    select(Outbox.rcpt, Outbox.message_id)
-    .where(
-        Outbox.ticket_id == bindparam("ticket"),
-        Outbox.kind == NOTIFICATION,
-        col(Outbox.rcpt).in_(bindparam("staff", expanding=True)),
-    )
-    .order_by(col(Outbox.id))
-    .execution_options(**AWARE)
-)
-
-
-def _previous_notifications(
-    session: Session, ticket_id: int, intents: Sequence[MailIntent], new_ticket: bool = False
-) -> dict[str, str]:
-    """Staff address -> Message-ID of the last notification about this ticket to them
-    (stored, then waiting in the buffer: the last one wins)."""
-    staff = sorted({r for i in intents if i.template == "notification" for r in i.recipients})
-    if not staff:
-        return {}
-    rows: list[tuple[str, str]] = []
-    if not new_ticket:
-        rows = [(r, m) for r, m in session.exec(
-            _PREVIOUS, params={"ticket": ticket_id, "staff": staff})]
-    rows += [
-        (row["rcpt"], row["message_id"]) for row in pending(session).outbox_rows()
-        if row["ticket_id"] == ticket_id and row["kind"] == NOTIFICATION and row["rcpt"] in staff
-    ]
-    return {rcpt: message_id for rcpt, message_id in rows}
 
 
 _LAST_CUSTOMER = (
@@ -208,38 +180,66 @@ def _add_outbox(
     }, rcpt)
 
 
-_RECENT = (
-    select(Outbox.rcpt, Outbox.kind, Outbox.ticket_id, func.count())
+_KINDS = (NOTIFICATION, CAPPED_TICKET, CAPPED_HOUR)
+_NOTIFIED: Any = union_all(
+    # what each recipient got within the hour (the caps) ...
+    sa_select(literal(0), col(Outbox.rcpt), col(Outbox.kind), col(Outbox.ticket_id),
+              func.count(), null(), null())
     .where(
         col(Outbox.rcpt).in_(bindparam("rcpts", expanding=True)),
-        col(Outbox.kind).in_([NOTIFICATION, CAPPED_TICKET, CAPPED_HOUR]),
+        col(Outbox.kind).in_(_KINDS),
         col(Outbox.created_at) >= bindparam("since"),
     )
-    .group_by(col(Outbox.rcpt), col(Outbox.kind), col(Outbox.ticket_id))
-    .execution_options(**AWARE)
-)
+    .group_by(col(Outbox.rcpt), col(Outbox.kind), col(Outbox.ticket_id)),
+    # ... and the notifications about this ticket they got (the last one is referred to)
+    sa_select(literal(1), col(Outbox.rcpt), null(), null(), null(), col(Outbox.message_id),
+              col(Outbox.id))
+    .where(
+        col(Outbox.ticket_id) == bindparam("ticket"),
+        col(Outbox.kind) == NOTIFICATION,
+        col(Outbox.rcpt).in_(bindparam("rcpts", expanding=True)),
+    ),
+).execution_options(**AWARE)
 
 
-def _recent(session: Session, recipients: Sequence[str], ticket_id: int, now: datetime) -> Recent:
-    """Notifications and cap notices each recipient got within the hour (one query, and
-    what waits in the buffer)."""
+def _notified(
+    session: Session, staff: Sequence[str], ticket_id: int, now: datetime, new_ticket: bool
+) -> tuple[Recent, dict[str, str]]:
+    """For the staff a mail notifies (one query, and what waits in the buffer): the
+    notifications and cap notices each got within the hour (maildesk.core.caps), and
+    the Message-ID of the last notification about this ticket to each."""
+    if not staff:
+        return Recent({}, {}, frozenset()), {}
     since = now - timedelta(hours=1)
-    rows: list[tuple[str, str, int | None, int]] = list(session.exec(
-        _RECENT, params={"rcpts": list(recipients), "since": since}))
-    wanted = set(recipients)
-    rows += [
-        (row["rcpt"], row["kind"], row["ticket_id"], 1) for row in pending(session).outbox_rows()
-        if row["rcpt"] in wanted and row["kind"] in (NOTIFICATION, CAPPED_TICKET, CAPPED_HOUR)
-        and row["created_at"] >= since
-    ]
+    counts: list[tuple[str, str, int | None, int]] = []
+    previous: list[tuple[tuple[int, int], str, str]] = []  # (stored 0 / waiting 1, order)
+    for tag, rcpt, kind, row_ticket, count, message_id, outbox_id in session.exec(
+        _NOTIFIED, params={"rcpts": list(staff), "since": since,
+                           "ticket": -1 if new_ticket else ticket_id}
+    ):
+        if tag == 0:
+            counts.append((rcpt, kind, row_ticket, int(count)))
+        else:
+            previous.append(((0, int(outbox_id)), rcpt, message_id))
+    wanted = set(staff)
+    for row in pending(session).outbox_rows():
+        if row["rcpt"] in wanted and row["kind"] in _KINDS and row["created_at"] >= since:
+            counts.append((row["rcpt"], row["kind"], row["ticket_id"], 1))
+        if row["rcpt"] in wanted and row["kind"] == NOTIFICATION and row["ticket_id"] == ticket_id:
+            previous.append(((1, len(previous)), row["rcpt"], row["message_id"]))
+    previous.sort(key=lambda r: r[0])  # stored by id, then waiting: the last one wins
+    return _recent(counts, ticket_id), {rcpt: mid for _, rcpt, mid in previous}
+
+
+def _recent(counts: Sequence[tuple[str, str, int | None, int]], ticket_id: int) -> Recent:
     total: dict[str, int] = {}
     on_ticket: dict[str, int] = {}
     notices: set[tuple[str, str]] = set()
-    for rcpt, kind, row_ticket, count in rows:
+    for rcpt, kind, row_ticket, count in counts:
         if kind == NOTIFICATION:
-            total[rcpt] = total.get(rcpt, 0) + int(count)
+            total[rcpt] = total.get(rcpt, 0) + count
             if row_ticket == ticket_id:
-                on_ticket[rcpt] = on_ticket.get(rcpt, 0) + int(count)
+                on_ticket[rcpt] = on_ticket.get(rcpt, 0) + count
         elif kind == CAPPED_HOUR or row_ticket == ticket_id:
             notices.add((rcpt, kind))
     return Recent(total, on_ticket, frozenset(notices))

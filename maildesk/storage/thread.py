@@ -19,7 +19,7 @@ from maildesk.core.replytoken import verify_bounce, verify_rating
 from maildesk.core.tid import find_tids, format_tid
 from maildesk.storage.models import Message, Outbox, Ticket
 from maildesk.storage.pending import AWARE, pending
-from maildesk.storage.tickets import ticket_state
+from maildesk.storage.tickets import load_ticket, ticket_state
 
 _SENT = select(literal(0), Outbox.message_id, Outbox.ticket_id).where(
     col(Outbox.message_id).in_(bindparam("ids", expanding=True)),
@@ -162,14 +162,17 @@ def _with_links(
         for _ in range(5):
             if current is None or current in seen:
                 break
-            found = session.get(Ticket, current)
+            loaded = load_ticket(session, current)
+            found = loaded[0] if loaded else None
             ticket = _survivor(session, found)  # mail to a merged ticket goes to the survivor
-            if ticket is None or found is None or ticket.id in seen:
+            if ticket is None or found is None or loaded is None or ticket.id in seen:
                 break
+            state = loaded[1]
             if ticket is not found:
                 label = f"{label}, merged into {format_tid(ticket.id or 0)}"
+                state = ticket_state(session, ticket)
             seen.update({current, ticket.id or 0})
-            out.append((ticket_state(session, ticket), label))
+            out.append((state, label))
             label = f"{how} via linked {format_tid(ticket.id or 0)}"
             current = ticket.linked_to
     return out

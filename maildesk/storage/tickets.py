@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from maildesk.core.decision import TicketState
 from maildesk.storage.models import Participant, Ticket
@@ -19,16 +19,36 @@ _PEOPLE = select(Participant.address, Participant.role).where(
 ).execution_options(**AWARE)
 
 
+_WITH_PEOPLE = (
+    select(Ticket, Participant.address, Participant.role)
+    .outerjoin(Participant, col(Participant.ticket_id) == col(Ticket.id))
+    .where(Ticket.id == bindparam("ticket"))
+    .execution_options(**AWARE)
+)
+
+
+def load_ticket(session: Session, ticket_id: int) -> tuple[Ticket, TicketState] | None:
+    """A ticket and its pure view, people included, in one statement."""
+    rows = list(session.exec(_WITH_PEOPLE, params={"ticket": ticket_id}))
+    if not rows:
+        return None
+    ticket = rows[0][0]
+    people = [(a, r) for _, a, r in rows if a is not None]
+    return ticket, ticket_state(session, ticket, people=people)
+
+
 def ticket_state(
-    session: Session, ticket: Ticket, participants: frozenset[str] | None = None
+    session: Session, ticket: Ticket, participants: frozenset[str] | None = None,
+    people: list[tuple[str, str]] | None = None,
 ) -> TicketState:
-    """The pure view of a ticket; participants are read unless the caller knows them."""
+    """The pure view of a ticket; participants are read unless the caller knows them
+    (`participants`), or has read the people rows (`people`: address, role)."""
     assert ticket.id is not None
     cc: frozenset[str] = frozenset()
     staff: frozenset[str] = frozenset()
     co: frozenset[str] = frozenset()
     if participants is None:
-        rows = [(a, r) for a, r in session.exec(
+        rows = people if people is not None else [(a, r) for a, r in session.exec(
             _PEOPLE, params={"ticket": ticket.id})]
         rows += [(p["address"], p["role"]) for p in pending(session).waiting("participant")
                  if p["ticket_id"] == ticket.id]
