@@ -86,7 +86,7 @@ def queue_mails(
         history,
     ):
         automatic = intent.template != "answer" and intent.reply is None
-        _add_outbox(session, ticket.id, intent.template, out, now, automatic)
+        add_outbox(session, ticket.id, intent.template, out, now, automatic, wait=True)
         if intent.template == "held" and stored_id is not None:
             kv_set(session, f"held:{out.message_id}"[:300], str(stored_id))
         if intent.template in ("confirmation", "answer", "update"):
@@ -102,7 +102,7 @@ def queue_mails(
     for rcpt, kind in capped:
         subject, lines = notice_lines(kind, format_tid(ticket.id), runtime.limits)
         out = operator_mail(runtime.settings.primary_address, (rcpt,), subject, lines, now)
-        _add_outbox(session, ticket.id, kind, out, now)
+        add_outbox(session, ticket.id, kind, out, now, wait=True)
 
 
 def _cap_updates(
@@ -156,21 +156,11 @@ def add_outbox(
     out: OutgoingMail,
     now: datetime,
     automatic: bool = True,
+    *,
+    wait: bool = False,
 ) -> None:
-    """A mail into the outbox now (in the caller's transaction or SAVEPOINT)."""
-    _add_outbox(session, ticket_id, kind, out, now, automatic)
-    pending(session).flush(session)
-
-
-def _add_outbox(
-    session: Session,
-    ticket_id: int | None,
-    kind: str,
-    out: OutgoingMail,
-    now: datetime,
-    automatic: bool = True,
-) -> None:
-    """A mail of the flow of a mail: it waits in the batch's buffer."""
+    """A mail into the outbox, in the caller's transaction (or SAVEPOINT) now; `wait`:
+    in the batch's buffer (the flow of a mail), inserted with the batch's other mails."""
     rcpt = out.recipients[0] if out.recipients else ""
     pending(session).add("outbox", {
         "ticket_id": ticket_id, "kind": kind, "automatic": automatic,
@@ -178,6 +168,8 @@ def _add_outbox(
         "message_id": out.message_id, "raw": out.raw, "created_at": now,
         "next_attempt_at": now,
     }, rcpt)
+    if not wait:
+        pending(session).flush(session)
 
 
 _KINDS = (NOTIFICATION, CAPPED_TICKET, CAPPED_HOUR)
@@ -257,7 +249,7 @@ def queue_alerts(
         if to:
             out = operator_mail(runtime.settings.primary_address, to, alert.subject,
                                 alert.lines, now)
-            _add_outbox(session, None, f"alert_{alert.kind}", out, now)
+            add_outbox(session, None, f"alert_{alert.kind}", out, now, wait=True)
 
 
 def kv_set(session: Session, key: str, value: str, address: str = "") -> None:
