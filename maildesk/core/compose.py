@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +19,7 @@ from email.mime.base import MIMEBase
 from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from typing import Any
 
 from maildesk.core.render import RenderedMail
 
@@ -95,18 +98,18 @@ def compose(
     """
     domain = from_addr.partition("@")[2] or "localhost"
     msg_id = message_id or new_message_id(domain)
-    body_part = MIMEMultipart("alternative")
+    body_part = _multipart("alternative")
     body_part.attach(_text_part(body.text, "plain"))
     html_part: MIMEText | MIMEMultipart = _text_part(body.html, "html")
     if inline:
-        html_part = MIMEMultipart("related")
+        html_part = _multipart("related")
         html_part.attach(_text_part(body.html, "html"))
         for image in inline:
             html_part.attach(_inline_image(image))
     body_part.attach(html_part)
     msg: MIMEMultipart = body_part
     if attachments:
-        msg = MIMEMultipart("mixed")
+        msg = _multipart("mixed")
         msg.attach(body_part)
         for filename, content_type, payload in attachments:
             msg.attach(_attachment(filename, content_type, payload))
@@ -133,7 +136,27 @@ def compose(
     )
 
 
-_SMTP_COMPAT = email.policy.compat32.clone(linesep="\r\n")
+class _SmtpCompat32(email.policy.Compat32):
+    """compat32 with CRLF line ends. A one-line ASCII header that fits in a line is
+    written as it is: what the Header folding makes of it, without its cost."""
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        limit = self.max_line_length or 78
+        if (isinstance(value, str) and value.isascii() and len(name) + 2 + len(value) <= limit
+                and "\r" not in value and "\n" not in value):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        folded: bytes = super().fold_binary(name, value)
+        return folded
+
+
+_SMTP_COMPAT = _SmtpCompat32(linesep="\r\n")
+
+
+def _multipart(subtype: str) -> MIMEMultipart:
+    """A multipart with its boundary chosen here, in the generator's own form: every part
+    below it is base64 (no line can start with "--"), so the generator need not search
+    the parts for it (a regex compiled per boundary)."""
+    return MIMEMultipart(subtype, boundary="=" * 15 + f"{random.randrange(sys.maxsize):019d}==")
 
 
 def _text_part(text: str, subtype: str) -> MIMEText:

@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func, literal, null, union_all
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from maildesk.config.runtime import Runtime
@@ -28,7 +30,8 @@ from maildesk.core.notify import build_mails
 from maildesk.core.parse import InboundMail
 from maildesk.core.tid import format_tid
 from maildesk.storage.correspondence import public_history, updates_sent
-from maildesk.storage.models import KV, Event, Message, Outbox
+from maildesk.storage.models import Message, Outbox
+from maildesk.storage.pending import AWARE, add_event, pending
 
 
 def queue_mails(
@@ -40,34 +43,29 @@ def queue_mails(
     now: datetime,
     rules_fired: tuple[str, ...] = (),
     stored_id: int | None = None,
+    new_ticket: bool = False,
 ) -> None:
     """Render the intents and put them in the outbox, in the caller's transaction.
     Staff notifications are capped per recipient (maildesk.core.caps). `stored_id`: the
-    message this mail was stored as (a held answer is kept there)."""
+    message this mail was stored as (a held answer is kept there). `new_ticket`: opened
+    by this mail (nothing about it is stored but what waits in the buffer)."""
     capped: list[tuple[str, str]] = []
     kept: list[MailIntent] = []
+    staff = sorted({r for i in intents if i.template == "notification" for r in i.recipients})
+    recent, previous = _notified(session, staff, ticket.id, now, new_ticket)
     for intent in intents:
         if intent.template != "notification":
             kept.append(intent)
             continue
-        result = cap_notifications(
-            intent.recipients, _recent(session, intent.recipients, ticket.id, now), runtime.limits
-        )
+        result = cap_notifications(intent.recipients, recent, runtime.limits)
         if result.keep:
             kept.append(replace(intent, recipients=result.keep))
         capped.extend(result.notices)
         if result.held:
-            session.add(
-                Event(
-                    ticket_id=ticket.id,
-                    at=now,
-                    actor="maildesk",
-                    kind="notify_capped",
-                    detail="not mailed (cap reached): " + ", ".join(result.held),
-                )
-            )
+            add_event(session, ticket.id, now, "maildesk", "notify_capped",
+                      "not mailed (cap reached): " + ", ".join(result.held))
     kept = _cap_updates(session, ticket.id, kept, runtime.limits.per_ticket, now)
-    answer_to = _last_customer_message_id(session, ticket.id) if any(
+    answer_to = last_customer_message_id(session, ticket.id) if any(
         i.template in ("answer", "update") for i in kept
     ) else None
     history = public_history(session, ticket.id, ticket.requester_name or ticket.requester,
@@ -83,33 +81,28 @@ def queue_mails(
         now,
         rules_fired,
         answer_to,
-        _previous_notifications(session, ticket.id, kept),
+        previous,
         runtime.settings.notify_attach_bytes,
         history,
     ):
         automatic = intent.template != "answer" and intent.reply is None
-        add_outbox(session, ticket.id, intent.template, out, now, automatic)
+        add_outbox(session, ticket.id, intent.template, out, now, automatic, wait=True)
         if intent.template == "held" and stored_id is not None:
             kv_set(session, f"held:{out.message_id}"[:300], str(stored_id))
         if intent.template in ("confirmation", "answer", "update"):
             text = intent.reply.text if intent.reply else ""
-            session.add(
-                Message(
-                    ticket_id=ticket.id,
-                    direction="out",
-                    kind="answer" if intent.reply else intent.template,
-                    message_id=out.message_id,
-                    from_addr=intent.author or out.mail_from,
-                    to_addrs=", ".join(out.recipients),
-                    subject=f"({intent.template} to {', '.join(out.recipients)})",
-                    body_text=text,
-                    created_at=now,
-                )
-            )
+            pending(session).add("message", {
+                "ticket_id": ticket.id, "direction": "out",
+                "kind": "answer" if intent.reply else intent.template,
+                "message_id": out.message_id, "from_addr": intent.author or out.mail_from,
+                "to_addrs": ", ".join(out.recipients),
+                "subject": f"({intent.template} to {', '.join(out.recipients)})",
+                "body_text": text, "created_at": now,
+            }, intent.author or out.mail_from)
     for rcpt, kind in capped:
         subject, lines = notice_lines(kind, format_tid(ticket.id), runtime.limits)
         out = operator_mail(runtime.settings.primary_address, (rcpt,), subject, lines, now)
-        add_outbox(session, ticket.id, kind, out, now)
+        add_outbox(session, ticket.id, kind, out, now, wait=True)
 
 
 def _cap_updates(
@@ -125,45 +118,35 @@ def _cap_updates(
         if intent.template == "update" and intent.reply is None:
             if room <= 0:
                 detail = f"{intent.event} mail not sent: {limit} within the hour"
-                session.add(Event(ticket_id=ticket_id, at=now, actor="maildesk",
-                                  kind="update_capped", detail=detail))
+                add_event(session, ticket_id, now, "maildesk", "update_capped", detail)
                 continue
             room -= 1
         kept.append(intent)
     return kept
 
 
-def _previous_notifications(
-    session: Session, ticket_id: int, intents: Sequence[MailIntent]
-) -> dict[str, str]:
-    """Staff address -> Message-ID of the last notification about this ticket to them."""
-    staff = sorted({r for i in intents if i.template == "notification" for r in i.recipients})
-    if not staff:
-        return {}
-    rows = session.exec(
-        select(Outbox.rcpt, Outbox.message_id)
-        .where(
-            Outbox.ticket_id == ticket_id,
-            Outbox.kind == NOTIFICATION,
-            col(Outbox.rcpt).in_(staff),
-        )
-        .order_by(col(Outbox.id))
-    ).all()
-    return {rcpt: message_id for rcpt, message_id in rows}  # the last one wins
+_LAST_CUSTOMER = (
+    select(Message.message_id)
+    .where(
+        Message.ticket_id == bindparam("ticket"),
+        Message.direction == "in",
+        Message.kind == "customer",
+        col(Message.message_id).is_not(None),
+    )
+    .order_by(col(Message.id).desc())
+    .limit(1)
+    .execution_options(**AWARE)
+)
 
 
-def _last_customer_message_id(session: Session, ticket_id: int) -> str | None:
-    return session.exec(
-        select(Message.message_id)
-        .where(
-            Message.ticket_id == ticket_id,
-            Message.direction == "in",
-            Message.kind == "customer",
-            col(Message.message_id).is_not(None),
-        )
-        .order_by(col(Message.id).desc())
-        .limit(1)
-    ).first()
+def last_customer_message_id(session: Session, ticket_id: int) -> str | None:
+    """The Message-ID of the customer's last mail on the ticket (waiting ones first)."""
+    for row in reversed(pending(session).waiting("message")):
+        if (row["ticket_id"] == ticket_id and row["direction"] == "in"
+                and row["kind"] == "customer" and row["message_id"] is not None):
+            return str(row["message_id"])
+    found = session.exec(_LAST_CUSTOMER, params={"ticket": ticket_id}).first()
+    return None if found is None else str(found)
 
 
 def add_outbox(
@@ -173,42 +156,82 @@ def add_outbox(
     out: OutgoingMail,
     now: datetime,
     automatic: bool = True,
+    *,
+    wait: bool = False,
 ) -> None:
-    session.add(
-        Outbox(
-            ticket_id=ticket_id,
-            kind=kind,
-            automatic=automatic,
-            mail_from=out.mail_from,
-            recipients=list(out.recipients),
-            rcpt=out.recipients[0] if out.recipients else "",
-            message_id=out.message_id,
-            raw=out.raw,
-            created_at=now,
-            next_attempt_at=now,
-        )
+    """A mail into the outbox, in the caller's transaction (or SAVEPOINT) now; `wait`:
+    in the batch's buffer (the flow of a mail), inserted with the batch's other mails."""
+    rcpt = out.recipients[0] if out.recipients else ""
+    pending(session).add("outbox", {
+        "ticket_id": ticket_id, "kind": kind, "automatic": automatic,
+        "mail_from": out.mail_from, "recipients": list(out.recipients), "rcpt": rcpt,
+        "message_id": out.message_id, "raw": out.raw, "created_at": now,
+        "next_attempt_at": now,
+    }, rcpt)
+    if not wait:
+        pending(session).flush(session)
+
+
+_KINDS = (NOTIFICATION, CAPPED_TICKET, CAPPED_HOUR)
+_NOTIFIED: Any = union_all(
+    # what each recipient got within the hour (the caps) ...
+    sa_select(literal(0), col(Outbox.rcpt), col(Outbox.kind), col(Outbox.ticket_id),
+              func.count(), null(), null())
+    .where(
+        col(Outbox.rcpt).in_(bindparam("rcpts", expanding=True)),
+        col(Outbox.kind).in_(_KINDS),
+        col(Outbox.created_at) >= bindparam("since"),
     )
+    .group_by(col(Outbox.rcpt), col(Outbox.kind), col(Outbox.ticket_id)),
+    # ... and the notifications about this ticket they got (the last one is referred to)
+    sa_select(literal(1), col(Outbox.rcpt), null(), null(), null(), col(Outbox.message_id),
+              col(Outbox.id))
+    .where(
+        col(Outbox.ticket_id) == bindparam("ticket"),
+        col(Outbox.kind) == NOTIFICATION,
+        col(Outbox.rcpt).in_(bindparam("rcpts", expanding=True)),
+    ),
+).execution_options(**AWARE)
 
 
-def _recent(session: Session, recipients: Sequence[str], ticket_id: int, now: datetime) -> Recent:
-    """Notifications and cap notices each recipient got within the hour (one query)."""
-    rows = session.exec(
-        select(Outbox.rcpt, Outbox.kind, Outbox.ticket_id, func.count())
-        .where(
-            col(Outbox.rcpt).in_(list(recipients)),
-            col(Outbox.kind).in_([NOTIFICATION, CAPPED_TICKET, CAPPED_HOUR]),
-            col(Outbox.created_at) >= now - timedelta(hours=1),
-        )
-        .group_by(col(Outbox.rcpt), col(Outbox.kind), col(Outbox.ticket_id))
-    ).all()
+def _notified(
+    session: Session, staff: Sequence[str], ticket_id: int, now: datetime, new_ticket: bool
+) -> tuple[Recent, dict[str, str]]:
+    """For the staff a mail notifies (one query, and what waits in the buffer): the
+    notifications and cap notices each got within the hour (maildesk.core.caps), and
+    the Message-ID of the last notification about this ticket to each."""
+    if not staff:
+        return Recent({}, {}, frozenset()), {}
+    since = now - timedelta(hours=1)
+    counts: list[tuple[str, str, int | None, int]] = []
+    previous: list[tuple[tuple[int, int], str, str]] = []  # (stored 0 / waiting 1, order)
+    for tag, rcpt, kind, row_ticket, count, message_id, outbox_id in session.exec(
+        _NOTIFIED, params={"rcpts": list(staff), "since": since,
+                           "ticket": -1 if new_ticket else ticket_id}
+    ):
+        if tag == 0:
+            counts.append((rcpt, kind, row_ticket, int(count)))
+        else:
+            previous.append(((0, int(outbox_id)), rcpt, message_id))
+    wanted = set(staff)
+    for row in pending(session).outbox_rows():
+        if row["rcpt"] in wanted and row["kind"] in _KINDS and row["created_at"] >= since:
+            counts.append((row["rcpt"], row["kind"], row["ticket_id"], 1))
+        if row["rcpt"] in wanted and row["kind"] == NOTIFICATION and row["ticket_id"] == ticket_id:
+            previous.append(((1, len(previous)), row["rcpt"], row["message_id"]))
+    previous.sort(key=lambda r: r[0])  # stored by id, then waiting: the last one wins
+    return _recent(counts, ticket_id), {rcpt: mid for _, rcpt, mid in previous}
+
+
+def _recent(counts: Sequence[tuple[str, str, int | None, int]], ticket_id: int) -> Recent:
     total: dict[str, int] = {}
     on_ticket: dict[str, int] = {}
     notices: set[tuple[str, str]] = set()
-    for rcpt, kind, row_ticket, count in rows:
+    for rcpt, kind, row_ticket, count in counts:
         if kind == NOTIFICATION:
-            total[rcpt] = total.get(rcpt, 0) + int(count)
+            total[rcpt] = total.get(rcpt, 0) + count
             if row_ticket == ticket_id:
-                on_ticket[rcpt] = on_ticket.get(rcpt, 0) + int(count)
+                on_ticket[rcpt] = on_ticket.get(rcpt, 0) + count
         elif kind == CAPPED_HOUR or row_ticket == ticket_id:
             notices.add((rcpt, kind))
     return Recent(total, on_ticket, frozenset(notices))
@@ -220,15 +243,15 @@ def queue_alerts(
     """Admin alerts, at most one per kind and address an hour (the KV row remembers)."""
     admins = tuple(m.email for m in runtime.rules.admins)
     for alert in alerts:
-        kv_set(session, f"alert:{alert.kind}:{alert.address}"[:300], now.isoformat())
+        kv_set(session, f"alert:{alert.kind}:{alert.address}"[:300], now.isoformat(),
+               alert.address or "")
         to = alert.to or admins
         if to:
             out = operator_mail(runtime.settings.primary_address, to, alert.subject,
                                 alert.lines, now)
-            add_outbox(session, None, f"alert_{alert.kind}", out, now)
+            add_outbox(session, None, f"alert_{alert.kind}", out, now, wait=True)
 
 
-def kv_set(session: Session, key: str, value: str) -> None:
-    row = session.get(KV, key) or KV(key=key, value=value)
-    row.value = value
-    session.add(row)
+def kv_set(session: Session, key: str, value: str, address: str = "") -> None:
+    """Small state (upserted with the batch's buffer); `address`: whom it is about."""
+    pending(session).set_kv(key, value, address)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, null
+from sqlalchemy import bindparam, func, null
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -37,13 +37,36 @@ from maildesk.storage.models import (
     Ticket,
 )
 from maildesk.storage.models import Attachment as AttachmentRow
+from maildesk.storage.pending import AWARE, pending
 from maildesk.storage.thread import lookup_thread
 from maildesk.storage.tickets import OPEN_STATUSES, ticket_state
+
+_DUPLICATE = select(Message.ticket_id).where(
+    Message.dedupe_key == bindparam("key")
+).execution_options(**AWARE)
 
 
 def is_duplicate(session: Session, dedupe_key: str) -> int | None:
     """The ticket that already holds this mail, if any (invariant 2)."""
-    return session.exec(select(Message.ticket_id).where(Message.dedupe_key == dedupe_key)).first()
+    for row in pending(session).waiting("message"):
+        if row["dedupe_key"] == dedupe_key:
+            return int(row["ticket_id"])
+    found = session.exec(_DUPLICATE, params={"key": dedupe_key}).first()
+    return None if found is None else int(found)
+
+
+def kv_get(session: Session, key: str) -> str | None:
+    """Small state, as the batch left it (waiting upserts first)."""
+    buffer = pending(session)
+    if key in buffer.kv or key in buffer.kv_known:
+        return buffer.kv.get(key, buffer.kv_known.get(key))
+    found = session.exec(_KV_VALUE, params={"key": key}).first()
+    value = None if found is None else str(found)
+    buffer.kv_known[key] = value
+    return value
+
+
+_KV_VALUE = select(KV.value).where(KV.key == bindparam("key")).execution_options(**AWARE)
 
 
 def stored_dedupe_keys(session: Session, keys: Sequence[str]) -> dict[str, int]:
@@ -70,33 +93,25 @@ def body_hash(mail: InboundMail) -> str | None:
     return digest.hexdigest()
 
 
-def sender_facts(
-    session: Session,
-    address: str,
-    now: datetime,
-    same_body: str | None = None,
-    storms: bool = True,
-    storm_limit: int | None = None,
-) -> SenderFacts:
-    """What the guards need to know about a sender, in one statement; each part is a
-    lookup in an index bounded by the sender's last hour (migration 0005). The latest
-    ticket is read only when the storm guard can use it (at `storm_limit` tickets)."""
-    hour_ago = now - timedelta(hours=1)
-    live = bool(address) and storms
+def _sender_query(same_body: bool) -> Any:
+    """Everything the guards read about a sender, in one statement; each part is a
+    lookup in an index bounded by the sender's last hour (migration 0005)."""
+    address: Any = bindparam("address")
+    hour_ago: Any = bindparam("hour_ago")
     mine = (Ticket.requester == address, col(Ticket.created_at) >= hour_ago)
     same_query: Any = null()
-    if live and same_body is not None:
+    if same_body:
         same_query = (
             select(Message.ticket_id)
             .where(
                 Message.from_addr == address,
-                Message.body_hash == same_body,
+                Message.body_hash == bindparam("same_body"),
                 col(Message.created_at) >= hour_ago,
             )
             .limit(1)
             .scalar_subquery()
         )
-    facts: Any = sa_select(  # sqlmodel's select() takes at most four columns
+    return sa_select(  # sqlmodel's select() takes at most four columns
         select(func.count())
         .select_from(Outbox)
         .where(
@@ -109,9 +124,32 @@ def sender_facts(
         select(func.count()).select_from(Ticket).where(*mine).scalar_subquery(),
         select(func.max(Ticket.id)).where(*mine).scalar_subquery(),
         same_query,
-        select(KV.value).where(KV.key == f"alert:storm:{address}"[:300]).scalar_subquery(),
-    )
-    row = session.exec(facts).one()
+        select(KV.value).where(KV.key == bindparam("alert_key")).scalar_subquery(),
+    ).execution_options(**AWARE)
+
+
+_SENDER = {same: _sender_query(same) for same in (False, True)}
+
+
+def sender_facts(
+    session: Session,
+    address: str,
+    now: datetime,
+    same_body: str | None = None,
+    storms: bool = True,
+    storm_limit: int | None = None,
+) -> SenderFacts:
+    """What the guards need to know about a sender, in one statement (after a flush of
+    the batch's buffer only if a mail of the batch wrote about this sender). The latest
+    ticket is read only when the storm guard can use it (at `storm_limit` tickets)."""
+    hour_ago = now - timedelta(hours=1)
+    live = bool(address) and storms
+    buffer = pending(session)
+    if address in buffer.addresses:
+        buffer.flush(session)
+    params = {"address": address, "hour_ago": hour_ago, "same_body": same_body,
+              "alert_key": f"alert:storm:{address}"[:300]}
+    row = session.exec(_SENDER[live and same_body is not None], params=params).one()
     count, until, new_tickets, latest_id, same_id, alerted_at = row
     latest: TicketState | None = None
     same: TicketState | None = None
@@ -142,19 +180,19 @@ def recent_alerts(session: Session, keys: dict[str, str | None], now: datetime) 
     for kind, address in keys.items():
         if not address:
             continue
-        row = session.get(KV, f"alert:{kind}:{address}"[:300])
-        if row is not None and datetime.fromisoformat(row.value) > now - timedelta(hours=1):
+        value = kv_get(session, f"alert:{kind}:{address}"[:300])
+        if value is not None and datetime.fromisoformat(value) > now - timedelta(hours=1):
             found.add(kind)
     return frozenset(found)
 
 
 def workload(session: Session, rules: RulesConfig, group: str | None) -> Workload:
     """What assigning a new ticket to `group` needs: its round-robin pointer (one key;
-    kept in the session, so recording the next pick reads it no more), and for a
+    read once a batch: the batch's buffer knows it from then on), and for a
     least_open group its members' open tickets, counted from (assignee, status) alone."""
     if group is None or group not in rules.groups:
         return Workload(open_counts={}, last_assigned={})
-    pointer = session.get(KV, f"rr:{group}")
+    pointer = kv_get(session, f"rr:{group}")
     counts: dict[str, int] = {}
     members = [m.email for m in rules.members_of(group)]
     if rules.groups[group].strategy == "least_open" and members:
@@ -165,7 +203,7 @@ def workload(session: Session, rules: RulesConfig, group: str | None) -> Workloa
         ).all()
         counts = {str(a): int(n) for a, n in rows}
     return Workload(
-        open_counts=counts, last_assigned={group: pointer.value} if pointer else {}
+        open_counts=counts, last_assigned={group: pointer} if pointer else {}
     )
 
 
@@ -178,8 +216,8 @@ def staff_reply_facts(
     if not replied:
         return None, None
     for mid in replied:
-        row = session.get(KV, f"held:{mid}"[:300])
-        held = session.get(Message, int(row.value)) if row is not None else None
+        value = kv_get(session, f"held:{mid}"[:300])
+        held = session.get(Message, int(value)) if value is not None else None
         if held is not None and held.ticket_id == ticket_id and held.from_addr == author:
             assert held.id is not None
             return None, HeldAnswer(held.id, held.body_text, _files_of(session, held.id, data_dir))

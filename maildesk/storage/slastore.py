@@ -15,6 +15,12 @@ from maildesk.core.sla import Level, SlaConfig
 from maildesk.core.slaclock import Clocks
 from maildesk.storage.models import Ticket
 
+# What write_clocks sets on a ticket row.
+CLOCK_COLUMNS = (
+    "first_response_due", "first_response_warn", "next_response_due", "next_response_warn",
+    "resolution_due", "resolution_warn", "sla_paused_at", "sla_next_at",
+)
+
 
 def level_of(sla: SlaConfig, ticket: Ticket) -> tuple[Level, Calendar]:
     """The ticket's level and calendar (the default level if its level was removed)."""

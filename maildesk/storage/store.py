@@ -23,18 +23,11 @@ from maildesk.core.sla import SlaConfig
 from maildesk.core.tid import format_tid
 from maildesk.storage.enqueue import kv_set, queue_alerts, queue_mails
 from maildesk.storage.facts import body_hash
-from maildesk.storage.models import (
-    KV,
-    Event,
-    Inbound,
-    Message,
-    Participant,
-    Suppression,
-    Ticket,
-)
+from maildesk.storage.models import KV, Inbound, Message, Participant, Suppression, Ticket
 from maildesk.storage.models import Attachment as AttachmentRow
-from maildesk.storage.slastore import advance_clocks, start_clocks
-from maildesk.storage.tickets import ticket_state
+from maildesk.storage.pending import add_event, pending
+from maildesk.storage.slastore import CLOCK_COLUMNS, advance_clocks, start_clocks
+from maildesk.storage.tickets import new_ticket_state, ticket_state
 
 if TYPE_CHECKING:
     from maildesk.spam import SpamVerdict
@@ -90,21 +83,20 @@ def apply(
         _add_events(session, decision.ticket.id, now, actor, decision.events)
         return Applied(decision.ticket.id)
     if decision.new_ticket is not None:
-        ticket = _open_ticket(session, decision.new_ticket, runtime, now)
-        participants = frozenset({decision.new_ticket.requester, *decision.new_ticket.cc})
+        state = _open_ticket(session, decision.new_ticket, runtime, now)
     else:
         ticket = _change_ticket(session, decision, mail, runtime, now)
         assert decision.ticket is not None
-        participants = decision.ticket.participants | set(decision.add_cc)
-    assert ticket.id is not None
-    _add_events(session, ticket.id, now, actor, decision.events)
-    stored = _store_message(session, ticket.id, decision, inbound, mail, spam, identity, now)
-    _store_attachments(session, stored, mail, runtime.settings.data_dir / "attachments")
+        state = ticket_state(session, ticket, decision.ticket.participants | set(decision.add_cc))
+    _add_events(session, state.id, now, actor, decision.events)
+    stored = _store_message(session, state.id, decision, inbound, mail, spam, identity, now)
+    if stored is not None:
+        _store_attachments(session, stored, mail, runtime.settings.data_dir / "attachments")
     _suppress(session, decision.suppress, runtime, now)
     if decision.held_done is not None:
         _forget_held(session, decision.held_done)
     rules = decision.new_ticket.rules_fired if decision.new_ticket else ()
-    return Applied(ticket.id, ticket_state(session, ticket, participants), stored, rules)
+    return Applied(state.id, state, stored, rules)
 
 
 def enqueue(
@@ -114,39 +106,55 @@ def enqueue(
     """The decision's mails, rendered into the outbox (maildesk.storage.enqueue)."""
     if applied.ticket is not None:
         queue_mails(session, applied.ticket, mail, decision.mails, runtime, now,
-                    applied.rules_fired, applied.stored_id)
+                    applied.rules_fired, applied.stored_id, decision.new_ticket is not None)
 
 
-def _open_ticket(session: Session, new: NewTicket, runtime: Runtime, now: datetime) -> Ticket:
-    ticket = Ticket(
-        subject=new.subject,
-        status=new.status,
-        priority=new.priority,
-        category=new.category,
-        requester=new.requester,
-        requester_name=new.requester_name,
-        assignee=new.assignee,
-        assigned_group=new.group,
-        sla_level=new.sla_level,
-        language=new.language,
-        created_at=now,
-        updated_at=now,
-        first_response_due=new.first_response_due,
-        linked_to=new.linked_to,
-        last_customer_at=now,
-    )
-    start_clocks(ticket, runtime.sla, now)
-    session.add(ticket)
-    session.flush()
-    assert ticket.id is not None
+_INSERT_TICKET = insert(Ticket).returning(col(Ticket.id))
+
+
+def _open_ticket(
+    session: Session, new: NewTicket, runtime: Runtime, now: datetime
+) -> TicketState:
+    """One INSERT ... RETURNING for the ticket; its people and round-robin pointer wait in
+    the batch's buffer (maildesk.storage.pending)."""
+    values: dict[str, object] = {
+        "subject": new.subject, "status": new.status, "priority": new.priority,
+        "category": new.category, "requester": new.requester,
+        "requester_name": new.requester_name, "assignee": new.assignee,
+        "assigned_group": new.group, "sla_level": new.sla_level, "language": new.language,
+        "created_at": now, "updated_at": now, "first_response_due": new.first_response_due,
+        "linked_to": new.linked_to, "last_customer_at": now, "time_spent_minutes": 0,
+        "first_response_at": None, "pending_until": None, "merged_into": None,
+        "rating": None, "rating_comment": None, "rated_at": None, "resolved_at": None,
+        "closed_at": None,
+    }
+    values.update(_start_clocks(session, runtime.sla, new, now))
+    ticket_id = session.connection().execute(_INSERT_TICKET, values).scalar_one()
+    assert ticket_id is not None
+    buffer = pending(session)
     if new.requester:
-        session.add(Participant(ticket_id=ticket.id, address=new.requester,
-                                name=new.requester_name, role="requester"))
+        buffer.add("participant", {"ticket_id": ticket_id, "address": new.requester,
+                                   "name": new.requester_name, "role": "requester"})
     for cc in new.cc:
-        session.add(Participant(ticket_id=ticket.id, address=cc, role="cc"))
+        buffer.add("participant", {"ticket_id": ticket_id, "address": cc, "role": "cc"})
     if new.group and new.assignee:
         kv_set(session, f"rr:{new.group}", new.assignee)
-    return ticket
+    return new_ticket_state(ticket_id, values, frozenset({new.requester, *new.cc}))
+
+
+def _start_clocks(
+    session: Session, sla: SlaConfig, new: NewTicket, now: datetime
+) -> dict[str, object]:
+    """The SLA clock columns of a new ticket: the same for every ticket of a batch with
+    the same level and status (one `now`), so computed once per batch."""
+    memo = pending(session).memo
+    key = ("clocks", id(sla), new.sla_level, new.status, now)
+    if key not in memo:
+        row = Ticket(sla_level=new.sla_level, status=new.status, subject="", requester="",
+                     created_at=now, updated_at=now)
+        start_clocks(row, sla, now)
+        memo[key] = {name: getattr(row, name) for name in CLOCK_COLUMNS}
+    return dict(memo[key])
 
 
 def _change_ticket(
@@ -154,12 +162,14 @@ def _change_ticket(
 ) -> Ticket:
     assert decision.ticket is not None
     ticket = update_ticket(session, decision, now, runtime.sla)
+    buffer = pending(session)
     for cc in decision.add_cc:
-        session.add(Participant(ticket_id=decision.ticket.id, address=cc, role="cc"))
+        buffer.add("participant", {"ticket_id": decision.ticket.id, "address": cc, "role": "cc"})
     author = mail.from_addr
     known = decision.ticket.participants | decision.ticket.staff
     if decision.message_kind == "staff" and author not in known:
-        session.add(Participant(ticket_id=decision.ticket.id, address=author, role="staff"))
+        buffer.add("participant",
+                   {"ticket_id": decision.ticket.id, "address": author, "role": "staff"})
     session.add(ticket)
     return ticket
 
@@ -167,34 +177,36 @@ def _change_ticket(
 def _store_message(
     session: Session, ticket_id: int, decision: Decision, inbound: Inbound,
     mail: InboundMail, spam: SpamVerdict | None, identity: Identity | None, now: datetime,
-) -> int:
+) -> int | None:
+    """The mail as a message row: waits in the buffer, unless its id is needed now (its
+    attachments point at it, a held answer is kept there): then inserted at once, after
+    what waits (ids keep the order of the mails). Returns that id."""
     internal = decision.message_kind in ("staff", "bounce")
-    message = Message(
-        ticket_id=ticket_id,
-        inbound_id=inbound.id,
-        direction="in",
-        kind=decision.message_kind,
-        visibility=decision.visibility or ("internal" if internal else "public"),
-        dedupe_key=mail.dedupe_key,
-        message_id=mail.message_id,
-        from_addr=mail.from_addr,
-        to_addrs=", ".join((*mail.to, *mail.cc)),
-        subject=mail.subject,
-        body_text=mail.text,
-        body_html=mail.html,
-        defects=", ".join(mail.defects),
-        spam_probability=spam.probability if spam else None,
-        spam_band=spam.band if spam and spam.scored else None,
-        spam_model=spam.model_version if spam else None,
-        identity=identity.role if identity else None,
-        identity_reason=identity.reason if identity else None,
-        body_hash=body_hash(mail),
-        created_at=now,
-    )
-    session.add(message)
-    session.flush()
-    assert message.id is not None
-    return message.id
+    row = {
+        "ticket_id": ticket_id, "inbound_id": inbound.id, "direction": "in",
+        "kind": decision.message_kind,
+        "visibility": decision.visibility or ("internal" if internal else "public"),
+        "dedupe_key": mail.dedupe_key, "message_id": mail.message_id,
+        "from_addr": mail.from_addr, "to_addrs": ", ".join((*mail.to, *mail.cc)),
+        "subject": mail.subject, "body_text": mail.text, "body_html": mail.html,
+        "defects": ", ".join(mail.defects),
+        "spam_probability": spam.probability if spam else None,
+        "spam_band": spam.band if spam and spam.scored else None,
+        "spam_model": spam.model_version if spam else None,
+        "identity": identity.role if identity else None,
+        "identity_reason": identity.reason if identity else None,
+        "body_hash": body_hash(mail), "created_at": now,
+    }
+    buffer = pending(session)
+    buffer.add("message", row, mail.from_addr)
+    if not mail.attachments and not any(i.template == "held" for i in decision.mails):
+        return None
+    buffer.flush(session)
+    found = session.exec(
+        select(Message.id).where(Message.dedupe_key == mail.dedupe_key)
+    ).first()
+    assert found is not None
+    return found
 
 
 def _store_attachments(
@@ -234,8 +246,7 @@ def update_ticket(
         staff_answer=decision.message_kind == "staff" and decision.visibility == "public",
     )
     if relevelled:
-        session.add(Event(ticket_id=decision.ticket.id, at=now, actor="maildesk", kind="sla",
-                          detail=relevelled))
+        add_event(session, decision.ticket.id, now, "maildesk", "sla", relevelled)
     session.add(ticket)
     _change_people(session, ticket, decision.changes, now)
     return ticket
@@ -282,7 +293,7 @@ def _merge_people(session: Session, ticket: Ticket, into: int, now: datetime) ->
     detail = f"{format_tid(ticket.id)} merged into this ticket"
     if moved:
         detail += f"; now on it: {', '.join(moved)}"
-    session.add(Event(ticket_id=into, at=now, actor="maildesk", kind="merge", detail=detail))
+    add_event(session, into, now, "maildesk", "merge", detail)
 
 
 def _add_events(
@@ -292,23 +303,19 @@ def _add_events(
     actor: str,
     events: Sequence[tuple[str, str]],
 ) -> None:
-    """The events of one decision in one statement (the ORM inserts SQLite rows one by one)."""
-    if events:
-        session.flush()  # the ticket row first
-        session.connection().execute(
-            insert(Event),
-            [
-                {"ticket_id": ticket_id, "at": now, "actor": actor, "kind": k, "detail": d}
-                for k, d in events
-            ],
-        )
+    """The events of one decision (they wait in the buffer: one executemany a batch)."""
+    for kind, detail in events:
+        add_event(session, ticket_id, now, actor, kind, detail)
 
 
 def _forget_held(session: Session, message_id: int) -> None:
-    for row in session.exec(
+    for row in session.exec(  # flushes the buffer's small state first
         select(KV).where(col(KV.key).startswith("held:"), KV.value == str(message_id))
     ).all():
         session.delete(row)
+    known = pending(session).kv_known
+    for key in [k for k, v in known.items() if k.startswith("held:") and v == str(message_id)]:
+        known[key] = None
 
 
 def _apply_changes(ticket: Ticket, changes: tuple[tuple[str, str], ...], now: datetime) -> None:

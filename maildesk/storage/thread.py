@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlalchemy import literal, union_all
+from sqlalchemy import bindparam, literal, union_all
 from sqlmodel import Session, col, select
 
 from maildesk.core.classify import Classification
@@ -18,23 +18,34 @@ from maildesk.core.parse import InboundMail
 from maildesk.core.replytoken import verify_bounce, verify_rating
 from maildesk.core.tid import find_tids, format_tid
 from maildesk.storage.models import Message, Outbox, Ticket
-from maildesk.storage.tickets import ticket_state
+from maildesk.storage.pending import AWARE, pending
+from maildesk.storage.tickets import load_ticket, ticket_state
+
+_SENT = select(literal(0), Outbox.message_id, Outbox.ticket_id).where(
+    col(Outbox.message_id).in_(bindparam("ids", expanding=True)),
+    col(Outbox.ticket_id).is_not(None),
+)
+_STORED = select(literal(1), Message.message_id, Message.ticket_id).where(
+    col(Message.message_id).in_(bindparam("ids", expanding=True))
+)
+_BY_MESSAGE_ID: Any = union_all(_SENT, _STORED).execution_options(**AWARE)
 
 
 def _tickets_by_message_ids(session: Session, ids: Sequence[str]) -> dict[str, int]:
-    """Message-ID -> ticket, for mail we stored or sent."""
+    """Message-ID -> ticket, for mail we stored or sent (and mail of this batch, still
+    waiting in its buffer); what we sent wins."""
     ids = [i for i in dict.fromkeys(ids) if i][:50]
     if not ids:
         return {}
-    sent = select(literal(0), Outbox.message_id, Outbox.ticket_id).where(
-        col(Outbox.message_id).in_(ids), col(Outbox.ticket_id).is_not(None)
-    )
-    stored = select(literal(1), Message.message_id, Message.ticket_id).where(
-        col(Message.message_id).in_(ids)
-    )
-    both: Any = union_all(sent, stored)  # one statement: what we sent wins
+    rows = [(k, m, t) for k, m, t in session.exec(_BY_MESSAGE_ID, params={"ids": ids})]
+    wanted = set(ids)
+    buffer = pending(session)
+    rows += [(0, r["message_id"], r["ticket_id"]) for r in buffer.waiting("outbox")
+             if r["message_id"] in wanted and r["ticket_id"] is not None]
+    rows += [(1, r["message_id"], r["ticket_id"]) for r in buffer.waiting("message")
+             if r["message_id"] in wanted]
     found: dict[str, int] = {}
-    for _, message_id, ticket_id in sorted(session.exec(both).all(), key=lambda r: r[0]):
+    for _, message_id, ticket_id in sorted(rows, key=lambda r: r[0]):
         if message_id is not None and ticket_id is not None:
             found.setdefault(message_id, ticket_id)
     return found
@@ -151,14 +162,17 @@ def _with_links(
         for _ in range(5):
             if current is None or current in seen:
                 break
-            found = session.get(Ticket, current)
+            loaded = load_ticket(session, current)
+            found = loaded[0] if loaded else None
             ticket = _survivor(session, found)  # mail to a merged ticket goes to the survivor
-            if ticket is None or found is None or ticket.id in seen:
+            if ticket is None or found is None or loaded is None or ticket.id in seen:
                 break
+            state = loaded[1]
             if ticket is not found:
                 label = f"{label}, merged into {format_tid(ticket.id or 0)}"
+                state = ticket_state(session, ticket)
             seen.update({current, ticket.id or 0})
-            out.append((ticket_state(session, ticket), label))
+            out.append((state, label))
             label = f"{how} via linked {format_tid(ticket.id or 0)}"
             current = ticket.linked_to
     return out

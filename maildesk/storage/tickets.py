@@ -2,28 +2,56 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam
+from sqlmodel import Session, col, select
 
 from maildesk.core.decision import TicketState
 from maildesk.storage.models import Participant, Ticket
+from maildesk.storage.pending import AWARE, pending
 
 OPEN_STATUSES = ("new", "open", "pending")
+_PEOPLE = select(Participant.address, Participant.role).where(
+    Participant.ticket_id == bindparam("ticket")
+).execution_options(**AWARE)
+
+
+_WITH_PEOPLE = (
+    select(Ticket, Participant.address, Participant.role)
+    .outerjoin(Participant, col(Participant.ticket_id) == col(Ticket.id))
+    .where(Ticket.id == bindparam("ticket"))
+    .execution_options(**AWARE)
+)
+
+
+def load_ticket(session: Session, ticket_id: int) -> tuple[Ticket, TicketState] | None:
+    """A ticket and its pure view, people included, in one statement."""
+    rows = list(session.exec(_WITH_PEOPLE, params={"ticket": ticket_id}))
+    if not rows:
+        return None
+    ticket = rows[0][0]
+    people = [(a, r) for _, a, r in rows if a is not None]
+    return ticket, ticket_state(session, ticket, people=people)
 
 
 def ticket_state(
-    session: Session, ticket: Ticket, participants: frozenset[str] | None = None
+    session: Session, ticket: Ticket, participants: frozenset[str] | None = None,
+    people: list[tuple[str, str]] | None = None,
 ) -> TicketState:
-    """The pure view of a ticket; participants are read unless the caller knows them."""
+    """The pure view of a ticket; participants are read unless the caller knows them
+    (`participants`), or has read the people rows (`people`: address, role)."""
     assert ticket.id is not None
     cc: frozenset[str] = frozenset()
     staff: frozenset[str] = frozenset()
     co: frozenset[str] = frozenset()
     if participants is None:
-        rows = session.exec(
-            select(Participant.address, Participant.role).where(
-                Participant.ticket_id == ticket.id
-            )
-        ).all()
+        rows = people if people is not None else [(a, r) for a, r in session.exec(
+            _PEOPLE, params={"ticket": ticket.id})]
+        rows += [(p["address"], p["role"]) for p in pending(session).waiting("participant")
+                 if p["ticket_id"] == ticket.id]
         # Staff who wrote on the ticket are not participants a mail may join as: only a
         # proven identity makes a mail staff (invariant 5).
         participants = frozenset(a for a, role in rows if role not in ("staff", "co"))
@@ -53,4 +81,36 @@ def ticket_state(
         co=co,
         merged_into=ticket.merged_into,
         time_spent_minutes=ticket.time_spent_minutes,
+    )
+
+
+def new_ticket_state(
+    ticket_id: int, values: Mapping[str, Any], participants: frozenset[str]
+) -> TicketState:
+    """The pure view of a ticket just inserted from these column values."""
+
+    def at(name: str) -> datetime | None:
+        value = values.get(name)
+        return value if isinstance(value, datetime) else None
+
+    return TicketState(
+        id=ticket_id,
+        status=str(values["status"]),
+        subject=str(values["subject"]),
+        requester=str(values["requester"]),
+        requester_name=str(values["requester_name"]),
+        participants=participants | {str(values["requester"])},
+        assignee=values.get("assignee"),
+        group=values.get("assigned_group"),
+        priority=str(values["priority"]),
+        category=str(values["category"]),
+        sla_level=str(values["sla_level"]),
+        language=str(values["language"]),
+        first_response_due=at("first_response_due"),
+        updated_at=at("updated_at"),
+        first_response_at=None,
+        linked_to=values.get("linked_to"),
+        rating=None,
+        merged_into=None,
+        time_spent_minutes=0,
     )

@@ -27,7 +27,7 @@ from maildesk.config.runtime import Runtime
 from maildesk.core.language import detect_language
 from maildesk.core.parse import InboundMail
 from maildesk.metrics import Metrics
-from maildesk.storage import facts
+from maildesk.storage import facts, pending
 from maildesk.storage.db import is_postgres, read_only
 from maildesk.storage.models import Inbound
 from maildesk.work.handle import KnownKeys, NotifyPolicy, Tools, handle
@@ -328,7 +328,9 @@ class Processor(Worker):
                 try:
                     with session.begin_nested():
                         done = handle(session, row, parsed, tools, now)
+                        pending.flush(session)  # its rows inside its SAVEPOINT
                 except Exception as exc:
+                    pending.discard(session)
                     # IntegrityError included: a concurrent instance stored the same
                     # Message-ID first, and the next pass records it as a duplicate.
                     log.exception("inbound %s: pipeline error", inbound_id)
