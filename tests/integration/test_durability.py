@@ -67,9 +67,9 @@ class Ledger:
     refused: list[tuple[int, int, str]] = field(default_factory=list)  # 5xx: a bug
     errors: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # The clients start no new mail once `hold_at` were accepted, until `killed` is set:
-    # the SIGKILL always lands mid-stream, however fast the intake answers.
-    hold_at: int = MAILS
+    # With `hold_at`, the clients start no new mail once that many were accepted, until
+    # `killed` is set: the SIGKILL always lands mid-stream, however fast the intake answers.
+    hold_at: int | None = None
     killed: threading.Event = field(default_factory=threading.Event)
 
     def count(self) -> int:
@@ -106,7 +106,7 @@ def _client(
         conn = None
 
     for index, sender, raw in mails:
-        if ledger.count() >= ledger.hold_at:
+        if ledger.hold_at is not None and ledger.count() >= ledger.hold_at:
             ledger.killed.wait(max(0.0, deadline - time.monotonic()))
         while True:
             if time.monotonic() > deadline:
