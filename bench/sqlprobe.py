@@ -100,16 +100,38 @@ def _mail(i: int, tag: str, subject: str | None = None, reply_to_id: str | None 
     return msg.as_bytes()
 
 
+# Where each module lived before the package layout (a --tree of an older revision).
+_FLAT = {
+    "maildesk.config.runtime": "maildesk.runtime",
+    "maildesk.config.settings": "maildesk.settings",
+    "maildesk.storage.db": "maildesk.db",
+    "maildesk.storage.models": "maildesk.models",
+    "maildesk.work.processor": "maildesk.processor",
+    "maildesk.core.parse": "maildesk.parse",
+    "maildesk.core.tid": "maildesk.tid",
+}
+
+
+def module(name: str) -> Any:
+    """`name` from the tree being measured, in whichever layout that tree has."""
+    import importlib
+
+    flat = (Path(sys.path[0]) / "maildesk" / "processor.py").exists()
+    return importlib.import_module(_FLAT[name] if flat else name)
+
+
 class Probe:
     """A pipeline commit step on a real database, mails fed in batches."""
 
     def __init__(
         self, database_url: str, data_dir: Path, root: Path = REPO, batch: int | None = None
     ) -> None:
-        from maildesk.config.runtime import load_runtime
-        from maildesk.config.settings import load_settings
-        from maildesk.storage.db import make_engine, upgrade
-        from maildesk.work.processor import COMMIT_EVERY, Processor
+        load_runtime = module("maildesk.config.runtime").load_runtime
+        load_settings = module("maildesk.config.settings").load_settings
+        db = module("maildesk.storage.db")
+        make_engine, upgrade = db.make_engine, db.upgrade
+        processor = module("maildesk.work.processor")
+        COMMIT_EVERY, Processor = processor.COMMIT_EVERY, processor.Processor
 
         settings = load_settings(
             data_dir=data_dir,
@@ -135,7 +157,7 @@ class Probe:
         from sqlalchemy import insert
         from sqlmodel import col
 
-        from maildesk.storage.models import Inbound
+        Inbound = module("maildesk.storage.models").Inbound
 
         now = datetime.now(UTC)
         rows = [
@@ -157,7 +179,7 @@ class Probe:
 
     def prepare(self, raws: list[bytes]) -> list[tuple[int, Any]]:
         """Spool and parse (not counted: the spool and the parse workers do that)."""
-        from maildesk.core.parse import parse_mail
+        parse_mail = module("maildesk.core.parse").parse_mail
 
         ids = self.spool(raws)
         return [(i, parse_mail(raw)) for i, raw in zip(ids, raws, strict=True)]
@@ -182,7 +204,7 @@ def measure(
     database_url: str, data_dir: Path, prefill: int = 0, tag: str = "p", root: Path = REPO
 ) -> dict[str, Any]:
     """Statements per mail for each kind, on this database."""
-    from maildesk.core.tid import format_tid
+    format_tid = module("maildesk.core.tid").format_tid
 
     counter = StatementCounter()
     install(counter)
