@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # The tree whose maildesk (and rules, templates, test helpers) is measured: this one,
@@ -41,14 +43,24 @@ sys.path.insert(0, str(TREE))
 from sqlalchemy import Engine, func, update  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 
-from maildesk.config.runtime import load_runtime  # noqa: E402
-from maildesk.config.settings import load_settings  # noqa: E402
-from maildesk.intake.imap import Poller, PollerOptions, parse_mailboxes  # noqa: E402
-from maildesk.intake.spool import Spool  # noqa: E402
-from maildesk.storage.db import make_engine, upgrade  # noqa: E402
-from maildesk.storage.models import Inbound, Ticket  # noqa: E402
-from maildesk.work.parsepool import ParserPool  # noqa: E402
-from maildesk.work.processor import Processor  # noqa: E402
+# A baseline tree from before the package layout has the same modules, flat.
+_FLAT = (TREE / "maildesk" / "processor.py").exists()
+
+
+def _module(packaged: str, flat: str) -> Any:
+    return importlib.import_module("maildesk." + (flat if _FLAT else packaged))
+
+
+load_runtime = _module("config.runtime", "runtime").load_runtime
+load_settings = _module("config.settings", "settings").load_settings
+_imap = _module("intake.imap", "imap")
+Poller, PollerOptions, parse_mailboxes = _imap.Poller, _imap.PollerOptions, _imap.parse_mailboxes
+Spool = _module("intake.spool", "spool").Spool
+_db, _models = _module("storage.db", "db"), _module("storage.models", "models")
+make_engine, upgrade = _db.make_engine, _db.upgrade
+Inbound, Ticket = _models.Inbound, _models.Ticket
+ParserPool = _module("work.parsepool", "parsepool").ParserPool
+Processor = _module("work.processor", "processor").Processor
 from tests.integration.dovecot import Dovecot, start_dovecot  # noqa: E402
 from tests.mailkit import make_mail  # noqa: E402
 
@@ -82,13 +94,13 @@ def bare_fetch(server: Dovecot, user: str, n: int) -> float:
     return n / elapsed
 
 
-def count(engine: Engine, model: type[Ticket] | type[Inbound]) -> int:
+def count(engine: Engine, model: Any) -> int:
     with Session(engine) as session:
         return int(session.exec(select(func.count()).select_from(model)).one())
 
 
 @asynccontextmanager
-async def pipeline(url: str, data: Path, real: bool) -> AsyncIterator[tuple[Engine, Spool]]:
+async def pipeline(url: str, data: Path, real: bool) -> AsyncIterator[tuple[Engine, Any]]:
     settings = load_settings(
         data_dir=data,
         database_url=url,
@@ -102,7 +114,8 @@ async def pipeline(url: str, data: Path, real: bool) -> AsyncIterator[tuple[Engi
     upgrade(engine)
     parser = ParserPool(timeout=settings.parse_timeout_seconds)
     processor = Processor(engine, lambda: runtime, parser)
-    wake = processor.wake if real else (lambda: None)
+    # The processor's wake: a method now, an asyncio.Event before the Worker base.
+    wake = getattr(processor.wake, "set", processor.wake) if real else (lambda: None)
     spool = Spool(engine, on_stored=wake)
     spool.start()
     loop = asyncio.get_running_loop()
@@ -143,7 +156,8 @@ async def poll_backlog(
     async with pipeline(url, data, real) as (engine, spool):
         poller = Poller(mailbox, engine, spool, options)
         started = time.perf_counter()
-        task = asyncio.get_running_loop().create_task(poller.run_forever())
+        run = getattr(poller, "run_forever", None) or poller.run
+        task = asyncio.get_running_loop().create_task(run())
         done: Callable[[], bool] = lambda: poller.counts["moved"] >= n  # noqa: E731
         while not done():
             await asyncio.sleep(0.05)
