@@ -22,6 +22,8 @@ from email.headerregistry import AddressHeader
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LOCAL_RE = re.compile(rf"{_ATEXT}+(\.{_ATEXT}+)*")
 _LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+# RFC 5322 2.2.3: a header is unfolded by removing each CRLF that is followed by WSP.
+_FOLD_RE = re.compile(r"\r?\n(?=[ \t])")
 MAX_ADDRESS = 254
 
 
@@ -38,7 +40,7 @@ def parse_addresses(
     found: list[tuple[str, str]] = []
     problems: list[str] = []
     for value in values:
-        raw = str(value)
+        raw = _FOLD_RE.sub("", str(value))  # a long To/Cc list comes folded
         if not raw.strip():
             continue
         try:

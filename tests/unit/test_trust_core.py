@@ -28,6 +28,10 @@ KEY = b"unit-key"
         ('"bob@example.com,"@attacker.test', [], "quoted or unusual local part"),
         ("Ann <ann@example.org>, grp: c@d.org;", ["ann@example.org", "c@d.org"], None),
         ("x\x00y@ex.org", [], "control character"),
+        # Folded (RFC 5322 2.2.3): every address stays; a line break not followed by
+        # white space is no fold and no address.
+        ("a@x.org,\r\n\tb@y.org,\r\n c@z.org", ["a@x.org", "b@y.org", "c@z.org"], None),
+        ("a@x.org,\r\nb@y.org", ["a@x.org"], "control character"),
         ("a@[127.0.0.1]", [], "not a host name"),
         ("just a name", [], "no local part or domain"),
         ("Иван <иван@пример.рф>", ["иван@пример.рф"], None),
