@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam
@@ -38,7 +37,7 @@ def load_ticket(session: Session, ticket_id: int) -> tuple[Ticket, TicketState] 
 
 
 def ticket_state(
-    session: Session, ticket: Ticket, participants: frozenset[str] | None = None,
+    session: Session | None, ticket: Ticket, participants: frozenset[str] | None = None,
     people: list[tuple[str, str]] | None = None,
 ) -> TicketState:
     """The pure view of a ticket; participants are read unless the caller knows them
@@ -48,6 +47,7 @@ def ticket_state(
     staff: frozenset[str] = frozenset()
     co: frozenset[str] = frozenset()
     if participants is None:
+        assert session is not None, "the people are read from the session"
         rows = people if people is not None else [(a, r) for a, r in session.exec(
             _PEOPLE, params={"ticket": ticket.id})]
         rows += [(p["address"], p["role"]) for p in pending(session).waiting("participant")
@@ -88,29 +88,4 @@ def new_ticket_state(
     ticket_id: int, values: Mapping[str, Any], participants: frozenset[str]
 ) -> TicketState:
     """The pure view of a ticket just inserted from these column values."""
-
-    def at(name: str) -> datetime | None:
-        value = values.get(name)
-        return value if isinstance(value, datetime) else None
-
-    return TicketState(
-        id=ticket_id,
-        status=str(values["status"]),
-        subject=str(values["subject"]),
-        requester=str(values["requester"]),
-        requester_name=str(values["requester_name"]),
-        participants=participants | {str(values["requester"])},
-        assignee=values.get("assignee"),
-        group=values.get("assigned_group"),
-        priority=str(values["priority"]),
-        category=str(values["category"]),
-        sla_level=str(values["sla_level"]),
-        language=str(values["language"]),
-        first_response_due=at("first_response_due"),
-        updated_at=at("updated_at"),
-        first_response_at=None,
-        linked_to=values.get("linked_to"),
-        rating=None,
-        merged_into=None,
-        time_spent_minutes=0,
-    )
+    return ticket_state(None, Ticket(id=ticket_id, **values), participants)
