@@ -214,7 +214,7 @@ def _notified(
         else:
             previous.append(((0, int(outbox_id)), rcpt, message_id))
     wanted = set(staff)
-    for row in pending(session).outbox_rows():
+    for row in pending(session).waiting("outbox"):
         if row["rcpt"] in wanted and row["kind"] in _KINDS and row["created_at"] >= since:
             counts.append((row["rcpt"], row["kind"], row["ticket_id"], 1))
         if row["rcpt"] in wanted and row["kind"] == NOTIFICATION and row["ticket_id"] == ticket_id:

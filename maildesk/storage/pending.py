@@ -15,7 +15,6 @@ The buffer lives in the session (`pending(session)`). It is written to the datab
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -81,9 +80,6 @@ class Pending:
 
     def waiting(self, table: str) -> list[dict[str, Any]]:
         return self.rows[table]
-
-    def outbox_rows(self) -> Iterator[dict[str, Any]]:
-        return iter(self.rows["outbox"])
 
     def busy(self, tables: set[str]) -> bool:
         return any(self.rows.get(name) for name in tables) or ("kv" in tables and bool(self.kv))

@@ -20,7 +20,8 @@ from maildesk.core.release import HELD, QUARANTINE, decide_release
 from maildesk.core.tid import format_tid
 from maildesk.errors import NotFound
 from maildesk.storage import enqueue, facts
-from maildesk.storage.models import Event, Inbound, Message, Ticket
+from maildesk.storage.models import Inbound, Message, Ticket
+from maildesk.storage.pending import add_event
 from maildesk.storage.tickets import ticket_state
 from maildesk.work.spamlearn import relearn
 
@@ -74,11 +75,12 @@ def mark_ticket(
     if is_spam:
         if previous != QUARANTINE:
             ticket.status = QUARANTINE
-            _event(session, ticket_id, actor, "spam", f"{previous} -> spam (marked by staff)", now)
+            detail = f"{previous} -> spam (marked by staff)"
+            add_event(session, ticket_id, now, actor, "spam", detail)
         session.add(ticket)
         return f"{tid} is spam: quarantined, {learned}"
     if previous not in (QUARANTINE, HELD):
-        _event(session, ticket_id, actor, "ham", "confirmed not spam", now)
+        add_event(session, ticket_id, now, actor, "ham", "confirmed not spam")
         return f"{tid} was not held; {learned} (ham)"
     ticket.status = "new"
     ticket.updated_at = now
@@ -88,13 +90,7 @@ def mark_ticket(
     state = ticket_state(session, ticket)
     release = decide_release(mail, kind, sender, state, previous, runtime.policy, actor)
     for event_kind, detail in release.events:
-        _event(session, ticket_id, actor, event_kind, detail, now)
+        add_event(session, ticket_id, now, actor, event_kind, detail)
     enqueue.queue_mails(session, state, mail, release.mails, runtime, now)
     sent = f"no confirmation ({release.refusal})" if release.refusal else "confirmation queued"
     return f"{tid} released as ham: {sent}; {learned}"
-
-
-def _event(
-    session: Session, ticket_id: int, actor: str, kind: str, detail: str, now: datetime
-) -> None:
-    session.add(Event(ticket_id=ticket_id, at=now, actor=actor, kind=kind, detail=detail))
