@@ -134,9 +134,9 @@ def parse_mail(raw: bytes) -> InboundMail:
         subject=_no_nul(_one_line(decode_header_value(message.get("subject", "")))),
         from_addr=from_addr,
         from_name=from_name,
-        reply_to=tuple(a for _, a in _addresses("Reply-To", message, dropped)),
-        to=tuple(a for _, a in _addresses("To", message, dropped)),
-        cc=tuple(a for _, a in _addresses("Cc", message, dropped)),
+        reply_to=_address_specs("Reply-To", message, dropped),
+        to=_address_specs("To", message, dropped),
+        cc=_address_specs("Cc", message, dropped),
         date=_date(message.get("date")),
         in_reply_to=tuple(_id_list("In-Reply-To", message, dropped)),
         references=tuple(_id_list("References", message, dropped)),
@@ -217,6 +217,15 @@ def _addresses(
     parsed = parse_addresses(header, message.get_all(header.lower(), []), fix_surrogates)
     dropped.extend(parsed.problems)
     return parsed.addresses
+
+
+def _address_specs(
+    header: str, message: email.message.Message, dropped: list[str]
+) -> tuple[str, ...]:
+    """The addresses alone: their display names are never used, so never decoded."""
+    parsed = parse_addresses(header, message.get_all(header.lower(), []), names=False)
+    dropped.extend(parsed.problems)
+    return tuple(address for _, address in parsed.addresses)
 
 
 def _first_address(found: Sequence[tuple[str, str]]) -> tuple[str, str]:
