@@ -9,9 +9,9 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from maildesk.config.runtime import Runtime
-from maildesk.core.parse import InboundMail, parse_mail
+from maildesk.core.parse import InboundMail
 from maildesk.intake.spool import Spool
-from maildesk.work.parsepool import ParserPool
+from maildesk.work.parsepool import ParserPool, read_mail
 from maildesk.work.processor import Processor
 
 
@@ -19,7 +19,7 @@ def feed(
     engine: Engine,
     runtime: Runtime,
     *mails: bytes,
-    parse: Callable[[bytes], InboundMail] = parse_mail,
+    parse: Callable[[bytes], InboundMail] = read_mail,
     timeout: float = 10.0,
 ) -> None:
     """Spool the mails as the listener would, then drain them through the pipeline."""

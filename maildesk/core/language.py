@@ -9,13 +9,18 @@ _MIN_LETTERS = 12
 
 
 def detect_language(text: str, default: str) -> str:
-    """'en' or 'ru' when the text is clearly one of them, else the default.
+    """'en' or 'ru' when the text is clearly one of them, else the default."""
+    return guess_language(text) or default
+
+
+def guess_language(text: str) -> str | None:
+    """'en' or 'ru' when the text is clearly one of them, else None.
 
     py3langid scores ~100 languages, so Ukrainian or German text is not
     forced into English or Russian.
     """
     sample = text[:800]
     if sum(ch.isalpha() for ch in sample) < _MIN_LETTERS:
-        return default
+        return None
     lang, _score = langid.classify(sample)
-    return lang if lang in SUPPORTED else default
+    return lang if lang in SUPPORTED else None

@@ -17,7 +17,6 @@ from maildesk.core.decision import (
     ThreadMatch,
     Workload,
 )
-from maildesk.core.language import detect_language
 from maildesk.core.parse import InboundMail
 from maildesk.core.rules import RuleResult, RulesConfig, evaluate, pick_assignee
 from maildesk.core.tid import clean_subject
@@ -87,7 +86,7 @@ def _ticket_of(
         priority=result.priority,
         category=result.category,
         sla_level=level,
-        language=detect_language(f"{mail.subject}\n{mail.text}", policy.default_language),
+        language=mail.written_in or policy.default_language,
         first_response_due=policy.sla.first_response_due(level, now),
         rules_fired=result.fired,
         linked_to=thread.refused[0] if thread.refused else None,

@@ -19,11 +19,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 import mailparser
 
 from maildesk.core.address import parse_addresses
 from maildesk.core.htmltext import html_to_text as html_to_text  # re-exported
+from maildesk.core.language import guess_language
 from maildesk.core.mimeparts import (
     Attachment,
     DeliveryReport,
@@ -37,6 +39,7 @@ from maildesk.core.mimeparts import (
 )
 from maildesk.core.mimetext import decode_header_value, fix_surrogates
 from maildesk.core.msgid import message_ids, normalise_message_id
+from maildesk.core.tid import clean_subject
 from maildesk.errors import MalformedMail
 
 # Bounds on one mail's structure. The SMTP size limit bounds the bytes; these
@@ -89,6 +92,29 @@ class InboundMail:
     def dedupe_key(self) -> str:
         """Message-ID when present, else the content hash (invariant 2)."""
         return f"mid:{self.message_id}" if self.message_id else f"sha256:{self.content_hash}"
+
+    # Worked out once, on first use, and kept with the mail: the parse workers fill them
+    # in (maildesk.work.parsepool.read_mail), so the pipeline process does not spend
+    # its time on them.
+
+    @cached_property
+    def written_in(self) -> str | None:
+        """'en' or 'ru' when the subject and text are clearly one of them, else None."""
+        return guess_language(f"{self.subject}\n{self.text}")
+
+    @cached_property
+    def body_hash(self) -> str | None:
+        """The same mail again from the same sender (an autoresponder, a loop) counts as
+        one: subject without prefixes and TID, text, attachments. None when no text."""
+        text = " ".join(self.text.lower().split())
+        if not text:
+            return None
+        digest = hashlib.sha256()
+        for part in (clean_subject(self.subject).lower(), text):
+            digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
+        for att in self.attachments:
+            digest.update(hashlib.sha256(att.payload).digest())
+        return digest.hexdigest()
 
 
 def parse_mail(raw: bytes) -> InboundMail:

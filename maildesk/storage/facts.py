@@ -5,7 +5,6 @@ Only reads; maildesk.storage.store writes the Decision."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -28,7 +27,6 @@ from maildesk.core.decision import NO_SENDER_FACTS, NO_WORKLOAD, Collision, Fact
 from maildesk.core.identity import Identity
 from maildesk.core.parse import InboundMail
 from maildesk.core.rules import RulesConfig, evaluate
-from maildesk.core.tid import clean_subject
 from maildesk.storage.models import (
     KV,
     Message,
@@ -77,20 +75,6 @@ def stored_dedupe_keys(session: Session, keys: Sequence[str]) -> dict[str, int]:
         select(Message.dedupe_key, Message.ticket_id).where(col(Message.dedupe_key).in_(keys))
     ).all()
     return {str(key): int(ticket) for key, ticket in rows if key is not None}
-
-
-def body_hash(mail: InboundMail) -> str | None:
-    """The same mail again from the same sender (an autoresponder, a loop) counts as one:
-    subject without prefixes and TID, text, attachments. None when there is no text."""
-    text = " ".join(mail.text.lower().split())
-    if not text:
-        return None
-    digest = hashlib.sha256()
-    for part in (clean_subject(mail.subject).lower(), text):
-        digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
-    for att in mail.attachments:
-        digest.update(hashlib.sha256(att.payload).digest())
-    return digest.hexdigest()
 
 
 def _sender_query(same_body: bool) -> Any:
@@ -286,7 +270,7 @@ def load_facts(
     sender, work = NO_SENDER_FACTS, NO_WORKLOAD
     if thread.ticket is None and kind.kind != "bounce":
         sender = sender_facts(
-            session, mail.from_addr, now, body_hash(mail) if live else None, storms=live,
+            session, mail.from_addr, now, mail.body_hash if live else None, storms=live,
             storm_limit=runtime.settings.new_tickets_per_sender_per_hour,
         )
         # Only the group the rules pick is asked for its pointer or its members' load.

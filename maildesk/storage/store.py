@@ -22,7 +22,6 @@ from maildesk.core.parse import InboundMail
 from maildesk.core.sla import SlaConfig
 from maildesk.core.tid import format_tid
 from maildesk.storage.enqueue import kv_set, queue_alerts, queue_mails
-from maildesk.storage.facts import body_hash
 from maildesk.storage.models import KV, Inbound, Message, Participant, Suppression, Ticket
 from maildesk.storage.models import Attachment as AttachmentRow
 from maildesk.storage.pending import add_event, pending
@@ -195,7 +194,7 @@ def _store_message(
         "spam_model": spam.model_version if spam else None,
         "identity": identity.role if identity else None,
         "identity_reason": identity.reason if identity else None,
-        "body_hash": body_hash(mail), "created_at": now,
+        "body_hash": mail.body_hash, "created_at": now,
     }
     buffer = pending(session)
     buffer.add("message", row, mail.from_addr)

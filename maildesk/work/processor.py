@@ -24,7 +24,6 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from maildesk.config.runtime import Runtime
-from maildesk.core.language import detect_language
 from maildesk.core.parse import InboundMail
 from maildesk.metrics import Metrics
 from maildesk.storage import facts, pending
@@ -151,11 +150,8 @@ class Processor(Worker):
             return await self._drain(progress)
 
     async def warm_up(self) -> None:
-        """Start the parser processes and load the language model before the first mail."""
+        """Start the parser processes (each loads the language model) before the first mail."""
         await self._parser.parse(b"Subject: warm-up\r\n\r\nwarm-up\r\n")
-        await asyncio.get_running_loop().run_in_executor(
-            self._executor, detect_language, "warm up the language model", "en"
-        )
 
     async def _drain(self, progress: Callable[[int], None] | None) -> DrainStats:
         stats = DrainStats()

@@ -110,3 +110,22 @@ def test_a_reply_parsed_before_its_slow_original_joins_its_ticket(
     ticket_of = {body.split()[0]: ticket for body, ticket in rows}
     assert ticket_of["and"] == ticket_of["SLOW-TO-PARSE"]  # the reply is on its original's
     assert ticket_of["Hello,"] != ticket_of["SLOW-TO-PARSE"]
+
+
+def test_the_parse_workers_send_the_mail_back_with_its_language_and_body_hash() -> None:
+    raw = make_mail(
+        subject="Счёт за ноябрь",
+        body="Здравствуйте, не приходит счёт за ноябрь. Проверьте, пожалуйста, почту.",
+    )
+
+    async def parse() -> object:
+        parser = ParserPool(workers=1, timeout=20)
+        try:
+            return await parser.parse(raw)
+        finally:
+            parser.close()
+
+    mail = asyncio.run(parse())
+    # Worked out in the worker process and carried back: the pipeline does not redo them.
+    assert vars(mail)["written_in"] == "ru"
+    assert vars(mail)["body_hash"] is not None and len(vars(mail)["body_hash"]) == 64
