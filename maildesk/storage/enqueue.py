@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal, null, union_all
+from sqlalchemy import bindparam, case, func, literal, null, union_all
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -174,15 +174,18 @@ def add_outbox(
 
 _KINDS = (NOTIFICATION, CAPPED_TICKET, CAPPED_HOUR)
 _NOTIFIED: Any = union_all(
-    # what each recipient got within the hour (the caps) ...
-    sa_select(literal(0), col(Outbox.rcpt), col(Outbox.kind), col(Outbox.ticket_id),
-              func.count(), null(), null())
+    # how many of each kind each recipient got within the hour, and how many of those
+    # were about this ticket (the caps): a row per recipient and kind, however many
+    # tickets they were about ...
+    sa_select(literal(0), col(Outbox.rcpt), col(Outbox.kind), func.count(),
+              func.sum(case((col(Outbox.ticket_id) == bindparam("ticket"), 1), else_=0)),
+              null(), null())
     .where(
         col(Outbox.rcpt).in_(bindparam("rcpts", expanding=True)),
         col(Outbox.kind).in_(_KINDS),
         col(Outbox.created_at) >= bindparam("since"),
     )
-    .group_by(col(Outbox.rcpt), col(Outbox.kind), col(Outbox.ticket_id)),
+    .group_by(col(Outbox.rcpt), col(Outbox.kind)),
     # ... and the notifications about this ticket they got (the last one is referred to)
     sa_select(literal(1), col(Outbox.rcpt), null(), null(), null(), col(Outbox.message_id),
               col(Outbox.id))
@@ -203,36 +206,36 @@ def _notified(
     if not staff:
         return Recent({}, {}, frozenset()), {}
     since = now - timedelta(hours=1)
-    counts: list[tuple[str, str, int | None, int]] = []
+    counts: list[tuple[str, str, int, int]] = []  # (rcpt, kind, in all, about this ticket)
     previous: list[tuple[tuple[int, int], str, str]] = []  # (stored 0 / waiting 1, order)
-    for tag, rcpt, kind, row_ticket, count, message_id, outbox_id in session.exec(
+    for tag, rcpt, kind, count, on_ticket, message_id, outbox_id in session.exec(
         _NOTIFIED, params={"rcpts": list(staff), "since": since,
                            "ticket": -1 if new_ticket else ticket_id}
     ):
         if tag == 0:
-            counts.append((rcpt, kind, row_ticket, int(count)))
+            counts.append((rcpt, kind, int(count), int(on_ticket or 0)))
         else:
             previous.append(((0, int(outbox_id)), rcpt, message_id))
     wanted = set(staff)
     for row in pending(session).waiting("outbox"):
         if row["rcpt"] in wanted and row["kind"] in _KINDS and row["created_at"] >= since:
-            counts.append((row["rcpt"], row["kind"], row["ticket_id"], 1))
+            counts.append((row["rcpt"], row["kind"], 1, int(row["ticket_id"] == ticket_id)))
         if row["rcpt"] in wanted and row["kind"] == NOTIFICATION and row["ticket_id"] == ticket_id:
             previous.append(((1, len(previous)), row["rcpt"], row["message_id"]))
     previous.sort(key=lambda r: r[0])  # stored by id, then waiting: the last one wins
-    return _recent(counts, ticket_id), {rcpt: mid for _, rcpt, mid in previous}
+    return _recent(counts), {rcpt: mid for _, rcpt, mid in previous}
 
 
-def _recent(counts: Sequence[tuple[str, str, int | None, int]], ticket_id: int) -> Recent:
+def _recent(counts: Sequence[tuple[str, str, int, int]]) -> Recent:
     total: dict[str, int] = {}
     on_ticket: dict[str, int] = {}
     notices: set[tuple[str, str]] = set()
-    for rcpt, kind, row_ticket, count in counts:
+    for rcpt, kind, count, about_ticket in counts:
         if kind == NOTIFICATION:
             total[rcpt] = total.get(rcpt, 0) + count
-            if row_ticket == ticket_id:
-                on_ticket[rcpt] = on_ticket.get(rcpt, 0) + count
-        elif kind == CAPPED_HOUR or row_ticket == ticket_id:
+            if about_ticket:
+                on_ticket[rcpt] = on_ticket.get(rcpt, 0) + about_ticket
+        elif kind == CAPPED_HOUR or about_ticket:
             notices.add((rcpt, kind))
     return Recent(total, on_ticket, frozenset(notices))
 

@@ -159,3 +159,21 @@ def test_a_sender_opening_too_many_tickets_is_appended_and_admins_told_once(star
     assert d.scalar("select count(*) from message where ticket_id = 3 and direction = 'in'") == 4
     kinds = count_outbox(d)
     assert kinds.get("alert_storm") == 1 and kinds.get("confirmation") == 3, kinds
+
+
+@SQLITE_ONLY
+def test_staff_notifications_are_capped_per_hour_across_tickets_with_one_notice(start_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = start_daemon(MAILDESK_NOTIFY_LIMIT_PER_HOUR="2")
+    for n in range(8):
+        send(d.port, make_mail(sender=f"customer{n}@example.org", subject=f"Question {n}"))
+    wait_for(lambda: d.scalar("select count(*) from ticket") == 8)
+    rows = d.query(
+        "select rcpt, kind, count(*) from outbox"
+        " where kind in ('notification', 'capped_hour') group by rcpt, kind"
+    )
+    got = {(rcpt, kind): int(count) for rcpt, kind, count in rows}
+    staff = {rcpt for rcpt, _ in got}
+    assert staff, got
+    for rcpt in staff:  # each staff member: two notifications, then one notice, then quiet
+        assert got.get((rcpt, "notification")) == 2, got
+        assert got.get((rcpt, "capped_hour")) == 1, got
