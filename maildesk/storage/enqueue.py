@@ -49,7 +49,34 @@ def queue_mails(
     Staff notifications are capped per recipient (maildesk.core.caps). `stored_id`: the
     message this mail was stored as (a held answer is kept there). `new_ticket`: opened
     by this mail (nothing about it is stored but what waits in the buffer)."""
-    capped: list[tuple[str, str]] = []
+    kept, notices, previous = _within_caps(session, ticket, intents, runtime, now, new_ticket)
+    kept = _cap_updates(session, ticket.id, kept, runtime.limits.per_ticket, now)
+    answer_to = last_customer_message_id(session, ticket.id) if any(
+        i.template in ("answer", "update") for i in kept
+    ) else None
+    history = public_history(session, ticket.id, ticket.requester_name or ticket.requester,
+                             runtime.rules) if any(i.event == "resolved" for i in kept) else []
+    built = build_mails(
+        tuple(kept), ticket, mail, runtime.templates, runtime.rules, runtime.sla,
+        runtime.sender, now, rules_fired, answer_to, previous,
+        runtime.settings.notify_attach_bytes, history,
+    )
+    for intent, out in built:
+        _queue_built(session, ticket.id, intent, out, stored_id, now)
+    for rcpt, kind in notices:
+        subject, lines = notice_lines(kind, format_tid(ticket.id), runtime.limits)
+        out = operator_mail(runtime.settings.primary_address, (rcpt,), subject, lines, now)
+        add_outbox(session, ticket.id, kind, out, now, wait=True)
+
+
+def _within_caps(
+    session: Session, ticket: TicketState, intents: tuple[MailIntent, ...],
+    runtime: Runtime, now: datetime, new_ticket: bool,
+) -> tuple[list[MailIntent], list[tuple[str, str]], dict[str, str]]:
+    """The intents with each notification's recipients cut to those under their caps
+    (an event names the rest), the cap notices now due, and the Message-ID of the last
+    notification about this ticket to each staff member (a new one refers to it)."""
+    notices: list[tuple[str, str]] = []
     kept: list[MailIntent] = []
     staff = sorted({r for i in intents if i.template == "notification" for r in i.recipients})
     recent, previous = _notified(session, staff, ticket.id, now, new_ticket)
@@ -60,49 +87,33 @@ def queue_mails(
         result = cap_notifications(intent.recipients, recent, runtime.limits)
         if result.keep:
             kept.append(replace(intent, recipients=result.keep))
-        capped.extend(result.notices)
+        notices.extend(result.notices)
         if result.held:
             add_event(session, ticket.id, now, "maildesk", "notify_capped",
                       "not mailed (cap reached): " + ", ".join(result.held))
-    kept = _cap_updates(session, ticket.id, kept, runtime.limits.per_ticket, now)
-    answer_to = last_customer_message_id(session, ticket.id) if any(
-        i.template in ("answer", "update") for i in kept
-    ) else None
-    history = public_history(session, ticket.id, ticket.requester_name or ticket.requester,
-                             runtime.rules) if any(i.event == "resolved" for i in kept) else []
-    for intent, out in build_mails(
-        tuple(kept),
-        ticket,
-        mail,
-        runtime.templates,
-        runtime.rules,
-        runtime.sla,
-        runtime.sender,
-        now,
-        rules_fired,
-        answer_to,
-        previous,
-        runtime.settings.notify_attach_bytes,
-        history,
-    ):
-        automatic = intent.template != "answer" and intent.reply is None
-        add_outbox(session, ticket.id, intent.template, out, now, automatic, wait=True)
-        if intent.template == "held" and stored_id is not None:
-            kv_set(session, f"held:{out.message_id}"[:300], str(stored_id))
-        if intent.template in ("confirmation", "answer", "update"):
-            text = intent.reply.text if intent.reply else ""
-            pending(session).add("message", {
-                "ticket_id": ticket.id, "direction": "out",
-                "kind": "answer" if intent.reply else intent.template,
-                "message_id": out.message_id, "from_addr": intent.author or out.mail_from,
-                "to_addrs": ", ".join(out.recipients),
-                "subject": f"({intent.template} to {', '.join(out.recipients)})",
-                "body_text": text, "created_at": now,
-            }, intent.author or out.mail_from)
-    for rcpt, kind in capped:
-        subject, lines = notice_lines(kind, format_tid(ticket.id), runtime.limits)
-        out = operator_mail(runtime.settings.primary_address, (rcpt,), subject, lines, now)
-        add_outbox(session, ticket.id, kind, out, now, wait=True)
+    return kept, notices, previous
+
+
+def _queue_built(
+    session: Session, ticket_id: int, intent: MailIntent, out: OutgoingMail,
+    stored_id: int | None, now: datetime,
+) -> None:
+    """One built mail into the outbox; what the customer gets is also kept as an
+    outgoing message on the ticket, and a held answer remembers its stored message."""
+    automatic = intent.template != "answer" and intent.reply is None
+    add_outbox(session, ticket_id, intent.template, out, now, automatic, wait=True)
+    if intent.template == "held" and stored_id is not None:
+        kv_set(session, f"held:{out.message_id}"[:300], str(stored_id))
+    if intent.template in ("confirmation", "answer", "update"):
+        text = intent.reply.text if intent.reply else ""
+        pending(session).add("message", {
+            "ticket_id": ticket_id, "direction": "out",
+            "kind": "answer" if intent.reply else intent.template,
+            "message_id": out.message_id, "from_addr": intent.author or out.mail_from,
+            "to_addrs": ", ".join(out.recipients),
+            "subject": f"({intent.template} to {', '.join(out.recipients)})",
+            "body_text": text, "created_at": now,
+        }, intent.author or out.mail_from)
 
 
 def _cap_updates(
