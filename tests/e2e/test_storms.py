@@ -162,7 +162,7 @@ def test_a_sender_opening_too_many_tickets_is_appended_and_admins_told_once(star
 
 
 @SQLITE_ONLY
-def test_staff_notifications_are_capped_per_hour_across_tickets_with_one_notice(start_daemon) -> None:  # type: ignore[no-untyped-def]
+def test_notifications_are_capped_per_hour_across_tickets_with_one_notice(start_daemon) -> None:  # type: ignore[no-untyped-def]
     d = start_daemon(MAILDESK_NOTIFY_LIMIT_PER_HOUR="2")
     for n in range(8):
         send(d.port, make_mail(sender=f"customer{n}@example.org", subject=f"Question {n}"))
