@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from maildesk.config.files import load_sla  # noqa: E402
 from maildesk.core.businesstime import Calendar, parse_range  # noqa: E402
-from tests.unit.test_businesstime import ref_add  # noqa: E402
+from tests.core.test_businesstime import ref_add  # noqa: E402
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN_MINUTES = 2 * 365 * 24 * 60

@@ -118,7 +118,7 @@ def _plain_list(raw: str) -> list[tuple[str, str, str]] | None:
     one address per list element, each written out as it is in the value (not inside a
     quoted name) and fit to use. Used for To and Cc only, whose addresses carry no
     trust (a reply or bounce token in them is checked by its HMAC), never for From or
-    Reply-To; tests/unit/test_address_lists.py holds the two parsers to the same answer.
+    Reply-To; tests/core/test_address_lists.py holds the two parsers to the same answer.
     """
     if _STRICT_SYNTAX_RE.search(raw) or raw.count('"') % 2:
         return None

@@ -11,8 +11,8 @@ import pytest
 from maildesk.intake.imap import PollerOptions
 from tests.conftest import eventually
 from tests.faults import Faults
-from tests.integration.conftest_imap import dovecot_fixture, running_pipeline, running_poller
-from tests.integration.dovecot import Dovecot
+from tests.intake.conftest_imap import dovecot_fixture, running_pipeline, running_poller
+from tests.intake.dovecot import Dovecot
 from tests.mailkit import make_mail
 
 __all__ = ["dovecot_fixture"]

@@ -7,7 +7,7 @@ from dataclasses import replace
 from maildesk.core.classify import classify
 from maildesk.core.parse import parse_mail
 from maildesk.core.release import decide_release
-from tests.unit.test_core_decide import FRESH, POLICY, ticket
+from tests.core.test_core_decide import FRESH, POLICY, ticket
 
 MAIL = parse_mail(
     b"From: ann@customer.org\r\nTo: support@localhost\r\nSubject: Invoice\r\n"

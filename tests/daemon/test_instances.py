@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Daemon, base_env, free_port, maildesk_cli, new_database_url, wait_for
-from tests.integration.test_durability import Ledger, _alive, _client, _descendants
+from tests.daemon.test_durability import Ledger, _alive, _client, _descendants
 from tests.mailkit import make_mail
 
 MAILS = 600  # 1,000 takes ~85 s on a shared 2-core machine; the property is the same

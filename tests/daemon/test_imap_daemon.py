@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Daemon, base_env, free_port, maildesk_cli, wait_for
-from tests.integration.conftest_imap import dovecot_fixture
-from tests.integration.dovecot import Dovecot
+from tests.intake.conftest_imap import dovecot_fixture
+from tests.intake.dovecot import Dovecot
 from tests.mailkit import make_mail, send
 
 __all__ = ["dovecot_fixture"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from maildesk.core.decision import MailIntent
 from maildesk.core.quotes import strip_reply
 from maildesk.core.updates import customer_updates, resolve_with_answer
-from tests.unit.test_core_decide import ticket
+from tests.core.test_core_decide import ticket
 
 ALL = frozenset({"assigned", "resolved", "closed", "reopened"})
 

@@ -1,4 +1,4 @@
-"""A throwaway Dovecot IMAP server for tests (recipe in tests/integration/dovecot/).
+"""A throwaway Dovecot IMAP server for tests (recipe in tests/intake/dovecot/).
 
 Everything lives in a short directory directly under /tmp (as root, Dovecot's
 mail processes run as `nobody`, which cannot enter pytest's 0700 tmp_path).

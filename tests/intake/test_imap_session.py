@@ -14,8 +14,8 @@ import pytest
 
 from maildesk.intake.imap import parse_mailboxes
 from maildesk.intake.imap.session import ImapSession, ImapUnavailable
-from tests.integration.conftest_imap import dovecot_fixture
-from tests.integration.dovecot import Dovecot
+from tests.intake.conftest_imap import dovecot_fixture
+from tests.intake.dovecot import Dovecot
 from tests.mailkit import make_mail
 
 __all__ = ["dovecot_fixture"]

@@ -9,8 +9,8 @@ import pytest
 
 from maildesk.intake.imap import Poller, PollerOptions, parse_mailboxes
 from tests.conftest import eventually, new_database_url
-from tests.integration.conftest_imap import dovecot_fixture, running_pipeline
-from tests.integration.dovecot import Dovecot
+from tests.intake.conftest_imap import dovecot_fixture, running_pipeline
+from tests.intake.dovecot import Dovecot
 from tests.mailkit import make_mail
 
 __all__ = ["dovecot_fixture"]

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from maildesk.cli.spam import spam_app
 from maildesk.spam import SpamFilter, SpamThresholds
-from tests.unit.test_spam_model import HAM_TEXTS, SPAM_TEXTS, build
+from tests.spam.test_spam_model import HAM_TEXTS, SPAM_TEXTS, build
 
 runner = CliRunner()
 

@@ -7,8 +7,8 @@ import pytest
 from maildesk.intake.imap import parse_mailboxes
 from maildesk.intake.imap.session import ImapRefused, ImapSession
 from maildesk.intake.imap.url import Security
-from tests.integration.conftest_imap import dovecot_fixture
-from tests.integration.dovecot import Dovecot
+from tests.intake.conftest_imap import dovecot_fixture
+from tests.intake.dovecot import Dovecot
 
 __all__ = ["dovecot_fixture"]
 

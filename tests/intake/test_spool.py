@@ -19,7 +19,7 @@ from maildesk.intake.spool import Spool, spool_dir
 from maildesk.intake.spool_file import HEADER, Record, encode
 from maildesk.storage.db import is_postgres, make_engine, upgrade
 from tests.conftest import Daemon, wait_for
-from tests.integration.test_durability import _alive, _descendants
+from tests.daemon.test_durability import _alive, _descendants
 from tests.mailkit import make_mail
 
 

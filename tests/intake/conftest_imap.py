@@ -1,5 +1,5 @@
 """Fixtures for the IMAP tests. Import the fixture functions into a test module
-(`from tests.integration.conftest_imap import dovecot_fixture`); the fixture is
+(`from tests.intake.conftest_imap import dovecot_fixture`); the fixture is
 then available there under the name `dovecot`."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from maildesk.work.parsepool import ParserPool
 from maildesk.work.processor import Processor
 from tests.conftest import REPO, require_or_skip
 from tests.faults import Faults
-from tests.integration.dovecot import Dovecot, dovecot_binary, start_dovecot
+from tests.intake.dovecot import Dovecot, dovecot_binary, start_dovecot
 from tests.mailkit import make_mail
 
 
