@@ -35,7 +35,8 @@ from sqlmodel import Session
 
 from maildesk.storage.models import KV, Event, Message, Outbox, Participant, Ticket
 
-# execution_options(**AWARE): this statement merges the waiting rows itself.
+# execution_options(**AWARE): this statement merges the waiting rows itself, and reads
+# tickets only as ORM objects or by columns no change touches (see above).
 AWARE = {"maildesk_pending_aware": True}
 _KEY = "maildesk.pending"
 _TABLES: dict[str, Table] = {
