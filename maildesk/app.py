@@ -80,9 +80,11 @@ class Daemon:
                 *self.pollers]
 
     def health(self) -> dict[str, Any]:
-        """What /healthz shows besides the database: SMTP, each worker, each poller."""
+        """What /healthz shows besides the database: SMTP and the spool, each worker, each
+        poller."""
         return {
             "smtp": self.intake.health(),
+            "spool": {"bytes_not_in_database": self.spool.backlog_bytes()},
             "workers": {w.name: w.health() for w in self.workers if w not in self.pollers},
             "imap": [p.health() for p in self.pollers],
         }

@@ -113,6 +113,10 @@ class Spool:
             raise
         return await stored
 
+    def backlog_bytes(self) -> int:
+        """Mail made durable in the spool files (answered 250) but not yet in the database."""
+        return self._replayer.backlog()
+
     def follow(self, name: str, end: int) -> None:
         """The SMTP intake process made `name` durable up to `end`: replay it. A new
         name means its previous segments are finished (it appends to one at a time)."""

@@ -29,3 +29,4 @@ def test_metrics_and_health(start_daemon) -> None:  # type: ignore[no-untyped-de
     assert code == 200 and health["status"] == "ok" and health["database"] == "ok"
     assert health["smtp"] == f"listening on 127.0.0.1:{d.port}"
     assert health["backlog"]["outbox_failed"] == 0
+    assert health["spool"] == {"bytes_not_in_database": 0}  # every accepted mail stored
