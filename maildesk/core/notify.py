@@ -61,8 +61,18 @@ def build_mails(
     this ticket to them, which the next one refers to (one thread per ticket in their
     client). Customer attachments go with notifications up to `attach_limit` bytes.
     `history`: the ticket's public correspondence, for a resolution mail."""
-    batch = _batch(ticket, mail, templates, rules, sla, sender, now, rules_fired,
-                   answer_to, previous or {}, attach_limit, history)
+    level = sla.levels.get(ticket.sla_level)
+    calendar = sla.calendar(ticket.sla_level) if level else None
+    spec = sla.calendar_spec(ticket.sla_level) if level else None
+    attach = sum(len(a.payload) for a in mail.attachments) <= attach_limit
+    batch = _Batch(
+        ticket=ticket, mail=mail, templates=templates, rules=rules, sender=sender, now=now,
+        answer_to=answer_to, previous=previous or {}, history=history,
+        level=level, calendar=calendar, spec=spec, attach=attach,
+        context=_template_context(ticket, mail, sender, calendar, rules_fired, attach),
+        subject=tagged_subject(ticket.id, ticket.subject),
+        references=(*mail.references, *([mail.message_id] if mail.message_id else ())),
+    )
     out: list[tuple[MailIntent, OutgoingMail]] = []
     for intent in intents:
         build_one = _ONE_MAIL.get(intent.template)
@@ -103,46 +113,6 @@ class _Batch:
     context: dict[str, Any]  # for the templates; each mail adds its own keys
     subject: str
     references: tuple[str, ...]
-
-
-def _batch(
-    ticket: TicketState,
-    mail: InboundMail,
-    templates: Templates,
-    rules: RulesConfig,
-    sla: SlaConfig,
-    sender: Sender,
-    now: datetime,
-    rules_fired: tuple[str, ...],
-    answer_to: str | None,
-    previous: Mapping[str, str],
-    attach_limit: int,
-    history: Sequence[PublicMessage],
-) -> _Batch:
-    """The shared part of one build_mails call, worked out once."""
-    level = sla.levels.get(ticket.sla_level)
-    calendar = sla.calendar(ticket.sla_level) if level else None
-    spec = sla.calendar_spec(ticket.sla_level) if level else None
-    attach = sum(len(a.payload) for a in mail.attachments) <= attach_limit
-    context = _template_context(ticket, mail, sender, calendar, rules_fired, attach)
-    return _Batch(
-        ticket=ticket,
-        mail=mail,
-        templates=templates,
-        rules=rules,
-        sender=sender,
-        now=now,
-        answer_to=answer_to,
-        previous=previous,
-        history=history,
-        level=level,
-        calendar=calendar,
-        spec=spec,
-        attach=attach,
-        context=context,
-        subject=tagged_subject(ticket.id, ticket.subject),
-        references=(*mail.references, *([mail.message_id] if mail.message_id else ())),
-    )
 
 
 def _template_context(
