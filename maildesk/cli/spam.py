@@ -196,40 +196,46 @@ def score(
     out.print(table)
 
 
+FoldsOption = Annotated[
+    int | None, typer.Option("--folds", help="Cross-validate fresh models over N folds.")
+]
+TimeSplitOption = Annotated[
+    float | None,
+    typer.Option(
+        "--time-split",
+        metavar="FRACTION",
+        help="Train a fresh model on the oldest FRACTION of each class (Date), test the rest.",
+    ),
+]
+OnlineOption = Annotated[
+    bool,
+    typer.Option(
+        "--online",
+        help="A fresh model meets the mails in Date order; each is scored, then learned "
+        "as --learn says; rates every 500 mails.",
+    ),
+]
+LearnOption = Annotated[
+    str,
+    typer.Option(
+        "--learn",
+        metavar="POLICY",
+        help="With --online: 'sure' also learns each verdict in a sure band at once "
+        "(corrected verdicts are forgotten, then the staff decision learned); "
+        "'corrections' learns staff decisions only. The daemon does as "
+        "MAILDESK_SPAM_LEARN says (default: sure).",
+    ),
+]
+
+
 @spam_app.command("eval")
 def eval_command(
     ham: HamOption = [],  # noqa: B006
     spam: SpamOption = [],  # noqa: B006
-    folds: Annotated[
-        int | None, typer.Option("--folds", help="Cross-validate fresh models over N folds.")
-    ] = None,
-    time_split: Annotated[
-        float | None,
-        typer.Option(
-            "--time-split",
-            metavar="FRACTION",
-            help="Train a fresh model on the oldest FRACTION of each class (Date), test the rest.",
-        ),
-    ] = None,
-    online: Annotated[
-        bool,
-        typer.Option(
-            "--online",
-            help="A fresh model meets the mails in Date order; each is scored, then learned "
-            "as --learn says; rates every 500 mails.",
-        ),
-    ] = False,
-    learn: Annotated[
-        str,
-        typer.Option(
-            "--learn",
-            metavar="POLICY",
-            help="With --online: 'sure' also learns each verdict in a sure band at once "
-            "(corrected verdicts are forgotten, then the staff decision learned); "
-            "'corrections' learns staff decisions only. The daemon does as "
-            "MAILDESK_SPAM_LEARN says (default: sure).",
-        ),
-    ] = "corrections",
+    folds: FoldsOption = None,
+    time_split: TimeSplitOption = None,
+    online: OnlineOption = False,
+    learn: LearnOption = "corrections",
     model: ModelOption = None,
     as_json: JsonOption = False,
 ) -> None:

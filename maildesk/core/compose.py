@@ -98,21 +98,7 @@ def compose(
     """
     domain = from_addr.partition("@")[2] or "localhost"
     msg_id = message_id or new_message_id(domain)
-    body_part = _multipart("alternative")
-    body_part.attach(_text_part(body.text, "plain"))
-    html_part: MIMEText | MIMEMultipart = _text_part(body.html, "html")
-    if inline:
-        html_part = _multipart("related")
-        html_part.attach(_text_part(body.html, "html"))
-        for image in inline:
-            html_part.attach(_inline_image(image))
-    body_part.attach(html_part)
-    msg: MIMEMultipart = body_part
-    if attachments:
-        msg = _multipart("mixed")
-        msg.attach(body_part)
-        for filename, content_type, payload in attachments:
-            msg.attach(_attachment(filename, content_type, payload))
+    msg = _mime_tree(body, attachments, inline)
     msg["From"] = _address(from_addr, from_name)
     msg["To"] = ", ".join(_address(a) for a in to)
     if cc:
@@ -134,6 +120,31 @@ def compose(
     return OutgoingMail(
         message_id=msg_id, mail_from=from_addr, recipients=(*to, *cc), raw=raw
     )
+
+
+def _mime_tree(
+    body: RenderedMail,
+    attachments: Sequence[tuple[str, str, bytes]],
+    inline: Sequence[InlineImage],
+) -> MIMEMultipart:
+    """The parts, without headers: text + HTML alternatives (the HTML with its inline
+    images as a multipart/related), inside a multipart/mixed when files go with it."""
+    body_part = _multipart("alternative")
+    body_part.attach(_text_part(body.text, "plain"))
+    html_part: MIMEText | MIMEMultipart = _text_part(body.html, "html")
+    if inline:
+        html_part = _multipart("related")
+        html_part.attach(_text_part(body.html, "html"))
+        for image in inline:
+            html_part.attach(_inline_image(image))
+    body_part.attach(html_part)
+    if not attachments:
+        return body_part
+    msg = _multipart("mixed")
+    msg.attach(body_part)
+    for filename, content_type, payload in attachments:
+        msg.attach(_attachment(filename, content_type, payload))
+    return msg
 
 
 class _SmtpCompat32(email.policy.Compat32):

@@ -122,38 +122,11 @@ def parse_mail(raw: bytes) -> InboundMail:
     _check_header_bounds(raw)
     content_hash = hashlib.sha256(raw).hexdigest()
     defects: list[str] = []
-    parsed: mailparser.MailParser | None = None
-    message: email.message.Message = email.message_from_bytes(raw)
-    _check_structure_bounds(message)
-    if needs_mail_parser(message):
-        try:
-            parsed = mailparser.MailParser(mime_view(message))  # the MIME walk of attachments
-        except Exception as exc:  # mail-parser gave up: keep the stdlib's view, keep going
-            defects.append(f"mail-parser failed: {type(exc).__name__}: {exc}")
-            message = email.message_from_bytes(raw)
-    else:
-        defects.extend(stdlib_defects(message))
-
+    message, parsed = _read_mime(raw, defects)
     headers = tuple((k.lower(), decode_header_value(v)) for k, v in message.items())
     dropped: list[str] = []
-    from_name, from_addr = _first_address(_addresses("From", message, dropped))
-    list_address = _list_address(message)
-    if list_address and from_addr == list_address:
-        # A list rewrote From (DMARC, "Ann via Users"): the author is in X-Original-From
-        # or Reply-To; the list itself is never the sender of a ticket.
-        from_name, from_addr = _list_author(message, list_address, dropped)
-    # Bodies are decoded here, not by mail-parser: it falls back to UTF-8 with errors
-    # ignored when a charset is missing or unknown, which silently drops Russian text.
-    text_parts, html_parts = bodies(message)
-    attachments: list[Attachment] = []
-    if parsed is not None:
-        if not text_parts and not html_parts:  # e.g. text recovered from a broken epilogue
-            text_parts = [t for t in parsed.text_plain if t.strip()]
-            html_parts = [h for h in parsed.text_html if h.strip()]
-        attachments = attachments_of(parsed.attachments)
-        defects.extend(sorted(parsed.defects_categories))
-    html = "\n".join(html_parts) if html_parts else None
-    text = "\n\n".join(text_parts) if text_parts else (html_to_text(html) if html else "")
+    from_name, from_addr, list_address = _author(message, dropped)
+    text, html, attachments = _bodies_and_attachments(message, parsed, defects)
 
     return InboundMail(
         message_id=_message_id(message.get("message-id"), dropped),
@@ -178,6 +151,57 @@ def parse_mail(raw: bytes) -> InboundMail:
         list_address=list_address,
         attached_mails=attached_mails(message),
     )
+
+
+def _read_mime(
+    raw: bytes, defects: list[str]
+) -> tuple[email.message.Message, mailparser.MailParser | None]:
+    """The stdlib's message, its structure within the bounds, and mail-parser's view of
+    it when its MIME tree needs one (for the attachments); their defects go to `defects`."""
+    parsed: mailparser.MailParser | None = None
+    message: email.message.Message = email.message_from_bytes(raw)
+    _check_structure_bounds(message)
+    if needs_mail_parser(message):
+        try:
+            parsed = mailparser.MailParser(mime_view(message))  # the MIME walk of attachments
+        except Exception as exc:  # mail-parser gave up: keep the stdlib's view, keep going
+            defects.append(f"mail-parser failed: {type(exc).__name__}: {exc}")
+            message = email.message_from_bytes(raw)
+    else:
+        defects.extend(stdlib_defects(message))
+    return message, parsed
+
+
+def _author(message: email.message.Message, dropped: list[str]) -> tuple[str, str, str | None]:
+    """(From name, From address, the list the mail came through, if any)."""
+    from_name, from_addr = _first_address(_addresses("From", message, dropped))
+    list_address = _list_address(message)
+    if list_address and from_addr == list_address:
+        # A list rewrote From (DMARC, "Ann via Users"): the author is in X-Original-From
+        # or Reply-To; the list itself is never the sender of a ticket.
+        from_name, from_addr = _list_author(message, list_address, dropped)
+    return from_name, from_addr, list_address
+
+
+def _bodies_and_attachments(
+    message: email.message.Message,
+    parsed: mailparser.MailParser | None,
+    defects: list[str],
+) -> tuple[str, str | None, list[Attachment]]:
+    """(plain text, HTML or None, attachments); mail-parser's defects go to `defects`."""
+    # Bodies are decoded here, not by mail-parser: it falls back to UTF-8 with errors
+    # ignored when a charset is missing or unknown, which silently drops Russian text.
+    text_parts, html_parts = bodies(message)
+    attachments: list[Attachment] = []
+    if parsed is not None:
+        if not text_parts and not html_parts:  # e.g. text recovered from a broken epilogue
+            text_parts = [t for t in parsed.text_plain if t.strip()]
+            html_parts = [h for h in parsed.text_html if h.strip()]
+        attachments = attachments_of(parsed.attachments)
+        defects.extend(sorted(parsed.defects_categories))
+    html = "\n".join(html_parts) if html_parts else None
+    text = "\n\n".join(text_parts) if text_parts else (html_to_text(html) if html else "")
+    return text, html, attachments
 
 
 def _list_address(message: email.message.Message) -> str | None:

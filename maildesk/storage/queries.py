@@ -97,48 +97,14 @@ def show_ticket(engine: Engine, tid: str) -> dict[str, Any]:
         messages = session.exec(
             select(Message).where(Message.ticket_id == number).order_by(col(Message.id))
         ).all()
-        attachments = session.exec(
-            select(Attachment).where(col(Attachment.message_id).in_([m.id for m in messages]))
-        ).all()
-        by_message: dict[int, list[dict[str, Any]]] = {}
-        for a in attachments:
-            by_message.setdefault(a.message_id, []).append(
-                {
-                    "filename": a.filename,
-                    "content_type": a.content_type,
-                    "size": a.size,
-                    "sha256": a.sha256,
-                }
-            )
+        by_message = _attachments_by_message(session, [m.id for m in messages])
         return {
             "ticket": _ticket_dict(ticket),
             "participants": [
                 {"address": p.address, "name": p.name, "role": p.role}
                 for p in session.exec(select(Participant).where(Participant.ticket_id == number))
             ],
-            "messages": [
-                {
-                    "id": m.id,
-                    "direction": m.direction,
-                    "kind": m.kind,
-                    "visibility": m.visibility,
-                    "message_id": m.message_id,
-                    "from_addr": m.from_addr,
-                    "to": m.to_addrs,
-                    "subject": m.subject,
-                    "body_text": m.body_text,
-                    "defects": m.defects,
-                    "spam_probability": m.spam_probability,
-                    "spam_band": m.spam_band,
-                    "spam_model": m.spam_model,
-                    "identity": m.identity,
-                    "identity_reason": m.identity_reason,
-                    "created_at": m.created_at,
-                    "inbound_id": m.inbound_id,
-                    "attachments": by_message.get(m.id or 0, []),
-                }
-                for m in messages
-            ],
+            "messages": [_message_dict(m, by_message.get(m.id or 0, [])) for m in messages],
             "events": [
                 {"at": e.at, "actor": e.actor, "kind": e.kind, "detail": e.detail}
                 for e in session.exec(
@@ -152,6 +118,49 @@ def show_ticket(engine: Engine, tid: str) -> dict[str, Any]:
                 )
             ],
         }
+
+
+def _attachments_by_message(
+    session: Session, message_ids: list[int | None]
+) -> dict[int, list[dict[str, Any]]]:
+    """Message id -> what is attached to it (name, type, size and hash, not the bytes)."""
+    attachments = session.exec(
+        select(Attachment).where(col(Attachment.message_id).in_(message_ids))
+    ).all()
+    by_message: dict[int, list[dict[str, Any]]] = {}
+    for a in attachments:
+        by_message.setdefault(a.message_id, []).append(
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+            }
+        )
+    return by_message
+
+
+def _message_dict(m: Message, attachments: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "direction": m.direction,
+        "kind": m.kind,
+        "visibility": m.visibility,
+        "message_id": m.message_id,
+        "from_addr": m.from_addr,
+        "to": m.to_addrs,
+        "subject": m.subject,
+        "body_text": m.body_text,
+        "defects": m.defects,
+        "spam_probability": m.spam_probability,
+        "spam_band": m.spam_band,
+        "spam_model": m.spam_model,
+        "identity": m.identity,
+        "identity_reason": m.identity_reason,
+        "created_at": m.created_at,
+        "inbound_id": m.inbound_id,
+        "attachments": attachments,
+    }
 
 
 def _outbox_dict(o: Outbox) -> dict[str, Any]:

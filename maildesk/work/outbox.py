@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, bindparam, update
 from sqlalchemy import select as sa_select
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)  # a crashed sender's rows are retried after this
 BATCH = 50  # mails claimed and recorded together (a BatchTransport: delivered together)
+
+
 def release_claims(engine: Engine) -> int:
     """At start of a single-instance (SQLite) daemon: rows a crashed run had claimed
     are due again now, instead of after the lease."""
@@ -62,6 +65,9 @@ class _Result:
     result: str  # sent, failed, retry
     error: str | None
     attempts: int
+
+
+_RowUpdate = dict[str, Any]  # bound parameters of one row's UPDATE
 
 
 @dataclass
@@ -187,10 +193,15 @@ class OutboxSender(Worker):
             )
         ]
 
-    def _record(self, results: list[_Result]) -> None:
-        """Every result of a batch in one transaction, by id: no row is read first."""
-        now = datetime.now(UTC)
-        sent, failed, retry = [], [], []
+    def _row_updates(
+        self, results: list[_Result], now: datetime
+    ) -> tuple[list[_RowUpdate], list[_RowUpdate], list[_RowUpdate]]:
+        """The parameters of the three UPDATEs (sent, failed, retry later), one set per
+        result: a retry past max_attempts fails; a retry is due after an exponential
+        backoff with jitter."""
+        sent: list[_RowUpdate] = []
+        failed: list[_RowUpdate] = []
+        retry: list[_RowUpdate] = []
         for r in results:
             if r.result == "sent":
                 sent.append({"row_id": r.row_id, "attempts": r.attempts, "sent_at": now})
@@ -218,6 +229,11 @@ class OutboxSender(Worker):
                     r.error,
                     delay,
                 )
+        return sent, failed, retry
+
+    def _record(self, results: list[_Result]) -> None:
+        """Every result of a batch in one transaction, by id: no row is read first."""
+        sent, failed, retry = self._row_updates(results, datetime.now(UTC))
         by_id = col(Outbox.id) == bindparam("row_id")
         with self._engine.begin() as conn:
             if sent:

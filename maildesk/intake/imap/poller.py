@@ -8,8 +8,9 @@ folder (or to the errors folder). Then wait in IDLE, or sleep until the next
 poll. Every IMAP call runs in the poller's own thread (imapclient blocks);
 spooling and verdicts happen on the loop.
 
-Batches overlap: while the pipeline works on batch N, batch N+1 is fetched
-and batch N-1 is moved, so neither side waits for the other.
+One sweep of the folder (find, fetch, spool, settle, with the batches
+overlapping) is maildesk.intake.imap.sweep; this module holds the lease, the
+connection, IDLE and the backoff.
 """
 
 from __future__ import annotations
@@ -28,19 +29,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from maildesk.errors import ConfigError, TransientError
-from maildesk.intake.imap.handover import (
-    NO_HOOKS,
-    PollerHooks,
-    Spooled,
-    one_line,
-    record_poison,
-    spool_batch,
-    wait_for_verdicts,
-)
+from maildesk.intake.imap.handover import NO_HOOKS, PollerHooks, one_line
 from maildesk.intake.imap.lease import Lease, try_acquire
-from maildesk.intake.imap.plan import PollerOptions, PollerState, backoff_delay, plan_batches
+from maildesk.intake.imap.plan import PollerOptions, PollerState, backoff_delay
 from maildesk.intake.imap.session import ImapAuthFailed, ImapRefused, ImapSession, ImapUnavailable
-from maildesk.intake.imap.state import Failure, MailboxState, StateStore
+from maildesk.intake.imap.sweep import Sweeper
 from maildesk.intake.imap.url import Mailbox
 from maildesk.intake.spool import Spool
 from maildesk.worker import Worker
@@ -48,7 +41,6 @@ from maildesk.worker import Worker
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-FINISHED = ("done", "duplicate")
 _counter = itertools.count(1)
 
 
@@ -68,19 +60,15 @@ class Poller(Worker):
         self.mailbox = mailbox
         self.options = options or PollerOptions()
         self._engine = engine
-        self._spool = spool
-        self._hooks = hooks
-        self._store = StateStore(engine, mailbox.key)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap{next(_counter)}")
         self._session: ImapSession | None = None
-        self._mb = MailboxState()
-        self._pending: dict[int, int] = {}  # uid -> inbound id still waiting for the pipeline
         self._state = PollerState.CONNECTING
         self._last_error: str | None = None
         self._logged: tuple[str, float] | None = None
         self._last_success: datetime | None = None
         self._attempt = 0
         self.counts = {"ingested": 0, "moved": 0, "errors": 0}
+        self._sweeper = Sweeper(mailbox, engine, spool, self.options, hooks, self._io, self.counts)
 
     # -- what the daemon sees ----------------------------------------------
 
@@ -90,10 +78,10 @@ class Poller(Worker):
             "state": self._state.value,
             "last_error": self._last_error,
             "last_success": self._last_success.isoformat() if self._last_success else None,
-            "uidvalidity": self._mb.uidvalidity,
-            "last_uid": self._mb.last_uid,
-            "failing": len(self._mb.failures),
-            "waiting_for_pipeline": len(self._pending),
+            "uidvalidity": self._sweeper.mb.uidvalidity,
+            "last_uid": self._sweeper.mb.last_uid,
+            "failing": len(self._sweeper.mb.failures),
+            "waiting_for_pipeline": len(self._sweeper.pending),
             **self.counts,
         }
 
@@ -205,25 +193,14 @@ class Poller(Worker):
         for folder in (opts.done_folder, opts.errors_folder):
             await self._call(session.ensure_folder, folder)
         info = await self._call(session.select, self.mailbox.folder)
-        self._mb = await asyncio.to_thread(self._store.load)
-        if self._mb.uidvalidity != info.uidvalidity:
-            if self._mb.uidvalidity is not None:
-                log.warning(
-                    "imap %s: UIDVALIDITY changed (%s -> %s): rescanning the whole folder; "
-                    "mail seen before is recognised as duplicate",
-                    self.mailbox.label,
-                    self._mb.uidvalidity,
-                    info.uidvalidity,
-                )
-            self._mb = await asyncio.to_thread(self._store.reset, info.uidvalidity)
-            self._pending.clear()
+        await self._sweeper.open(info.uidvalidity)
         full = True
         while True:
             if not await asyncio.to_thread(lease.still_held):
                 log.warning("imap %s: lease lost; stopping to poll here", self.mailbox.label)
                 return
             self._state = PollerState.POLLING
-            await self._sweep(session, full)
+            await self._sweeper.sweep(session, full)
             self._last_success = datetime.now(UTC)
             if self._last_error is not None:
                 self._last_error = None
@@ -258,145 +235,7 @@ class Poller(Worker):
             return True
         return not news
 
-    # -- one sweep -----------------------------------------------------------
-
-    async def _sweep(self, session: ImapSession, full: bool) -> None:
-        if full:
-            uidvalidity = await self._call(session.uidvalidity, self.mailbox.folder)
-            if uidvalidity != self._mb.uidvalidity:
-                raise ImapUnavailable(
-                    f"folder {self.mailbox.folder} was recreated (UIDVALIDITY changed); reselecting"
-                )
-            uids = await self._call(session.search_all)
-        else:
-            found = await self._call(session.search_after, self._mb.last_uid)
-            uids = sorted({*found, *self._mb.failures, *self._pending})
-        if full:  # forget mails someone else removed meanwhile
-            listed = set(uids)
-            for uid in [u for u in self._pending if u not in listed]:
-                del self._pending[uid]
-        waiting = {u: self._pending[u] for u in uids if u in self._pending}
-        if waiting:  # spooled earlier; look once whether the pipeline has finished them
-            await self._settle(session, Spooled(sorted(waiting), waiting), wait=False)
-        todo = [u for u in uids if u not in self._pending]
-        if not todo:
-            return
-        sizes = await self._call(session.sizes, todo)
-        gone = {u for u in self._mb.failures if u in todo and u not in sizes}
-        if gone:
-            await asyncio.to_thread(self._store.save, cleared=gone)
-            for uid in gone:
-                self._mb.failures.pop(uid, None)
-        present = [u for u in todo if u in sizes]
-        opts = self.options
-        batches = plan_batches(present, sizes, opts.batch_mails, opts.batch_bytes)
-        if not batches:
-            return
-        loop = asyncio.get_running_loop()
-        prefetch = loop.run_in_executor(self._io, session.fetch, batches[0])
-        previous: Spooled | None = None
-        try:
-            for n, batch in enumerate(batches):
-                mails = await prefetch
-                current = await spool_batch(self._spool, self._hooks, self._source, batch, mails)
-                self.counts["ingested"] += len(current.ids)
-                del mails
-                if n + 1 < len(batches):
-                    prefetch = loop.run_in_executor(self._io, session.fetch, batches[n + 1])
-                if previous is not None:
-                    done, previous = previous, None
-                    await self._settle(session, done)
-                previous = current
-            if previous is not None:
-                done, previous = previous, None
-                await self._settle(session, done)
-        finally:
-            if previous is not None:  # interrupted: remember what the pipeline already has
-                self._pending.update(previous.ids)
-            if not prefetch.done():
-                prefetch.cancel()
-            with contextlib.suppress(BaseException):
-                if prefetch.done() and not prefetch.cancelled():
-                    prefetch.exception()
-
-    async def _settle(self, session: ImapSession, batch: Spooled, wait: bool = True) -> None:
-        """Wait for the pipeline, then move what is committed; note what failed."""
-        opts = self.options
-        verdicts = await wait_for_verdicts(
-            self._engine, batch.ids, wait, opts.verdict_stall_seconds, self.mailbox.label
-        )
-        done = [u for u, v in verdicts.items() if v is not None and v.status in FINISHED]
-        failed = [u for u, v in verdicts.items() if v is not None and v.status not in FINISHED]
-        for uid in failed:
-            verdict = verdicts[uid]
-            log.error(
-                "imap %s: uid %d kept raw as inbound %d, not processed (%s); moving it to %s",
-                self.mailbox.label,
-                uid,
-                batch.ids[uid],
-                verdict.error if verdict else "?",
-                opts.errors_folder,
-            )
-        for uid, verdict in verdicts.items():
-            if verdict is None:
-                self._pending[uid] = batch.ids[uid]
-            else:
-                self._pending.pop(uid, None)
-
-        counted, poisoned = self._count_failures(batch)
-        if poisoned:
-            await asyncio.to_thread(
-                record_poison, self._engine, poisoned, opts, self.mailbox.label, self._source
-            )
-
-        self._hooks.before_move(done)
-        await self._call(session.move, done, opts.done_folder, True)
-        to_errors = failed + [uid for uid, _, _ in poisoned]
-        await self._call(session.move, to_errors, opts.errors_folder, False)
-        self.counts["moved"] += len(done)
-        self.counts["errors"] += len(to_errors)
-
-        cleared = {u for u in (*done, *to_errors) if u in self._mb.failures}
-        last_uid = max([self._mb.last_uid, *batch.uids])
-        if counted or cleared or last_uid != self._mb.last_uid:
-            await asyncio.to_thread(
-                self._store.save,
-                last_uid if last_uid != self._mb.last_uid else None,
-                counted,
-                cleared,
-            )
-        self._mb.last_uid = last_uid
-        self._mb.failures.update(counted)
-        for uid in cleared:
-            self._mb.failures.pop(uid, None)
-
-    def _count_failures(
-        self, batch: Spooled
-    ) -> tuple[dict[int, Failure], list[tuple[int, str, bytes]]]:
-        """Mails that failed to ingest: counted again, or poison once they failed too often."""
-        counted: dict[int, Failure] = {}
-        poisoned: list[tuple[int, str, bytes]] = []
-        for uid, (why, raw) in batch.errors.items():
-            before = self._mb.failures.get(uid)
-            failure = Failure((before.count if before else 0) + 1, why)
-            log.warning(
-                "imap %s: uid %d failed to ingest (%d of %d): %s",
-                self.mailbox.label,
-                uid,
-                failure.count,
-                self.options.max_failures,
-                why,
-            )
-            if failure.count >= self.options.max_failures:
-                poisoned.append((uid, why, raw))
-            else:
-                counted[uid] = failure
-        return counted, poisoned
-
     # -- helpers -------------------------------------------------------------
-
-    def _source(self, uid: int) -> str:
-        return f"imap:{self.mailbox.label} uid {self._mb.uidvalidity}:{uid}"[:200]
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
