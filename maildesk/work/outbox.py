@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -104,6 +105,11 @@ class OutboxSender(Worker):
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.backoff_max = backoff_max
+        # Rows this sender leased and has not recorded. Its rounds run one after another,
+        # so at a claim they are what a round cancelled at stop left leased for LEASE:
+        # the next claim (the last flush at shutdown) frees them first.
+        self._unrecorded: set[int] = set()
+        self._claiming = threading.Lock()  # a cancelled round's claim may still be running
 
     async def run_once(self) -> None:
         await self.flush()
@@ -156,6 +162,12 @@ class OutboxSender(Worker):
     def _claim(self) -> list[_Claimed]:
         """Due rows, leased for LEASE: one SELECT (FOR UPDATE SKIP LOCKED on PostgreSQL)
         and one UPDATE, one transaction."""
+        with self._claiming:
+            if self._unrecorded:
+                self._release_unrecorded()
+            return self._lease_due()
+
+    def _lease_due(self) -> list[_Claimed]:
         now = datetime.now(UTC)
         batch = SMTP_BATCH if not isinstance(self._transport, BatchTransport) else BATCH
         with self._engine.begin() as conn:
@@ -179,6 +191,7 @@ class OutboxSender(Worker):
             conn.execute(
                 update(Outbox).where(col(Outbox.id).in_(ids)).values(next_attempt_at=now + LEASE)
             )
+        self._unrecorded.update(ids)
         return [
             _Claimed(
                 row_id=row_id,
@@ -231,6 +244,19 @@ class OutboxSender(Worker):
                 )
         return sent, failed, retry
 
+    def _release_unrecorded(self) -> None:
+        """The leases of a round that was cancelled (a stop) end now: those rows are due.
+        A mail the transport may already have is sent again (at least once, as after a
+        crash; a BatchTransport recognises it)."""
+        ids = sorted(self._unrecorded)
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(Outbox)
+                .where(col(Outbox.id).in_(ids), col(Outbox.status) == "queued")
+                .values(next_attempt_at=datetime.now(UTC))
+            )
+        self._unrecorded.difference_update(ids)
+
     def _record(self, results: list[_Result]) -> None:
         """Every result of a batch in one transaction, by id: no row is read first."""
         sent, failed, retry = self._row_updates(results, datetime.now(UTC))
@@ -270,3 +296,4 @@ class OutboxSender(Worker):
                     ),
                     retry,
                 )
+        self._unrecorded.difference_update(r.row_id for r in results)

@@ -1,0 +1,59 @@
+"""A round of the outbox cancelled at stop (after its claim, before its record) does not
+leave its mails leased for LEASE: the next flush, the last one at shutdown, sends them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlmodel import Session
+
+from maildesk.storage.db import make_engine, upgrade
+from maildesk.storage.models import Outbox, utcnow
+from maildesk.work.outbox import OutboxSender
+from maildesk.work.transports import MaildirTransport
+
+
+class FirstBatchHangs(MaildirTransport):
+    """A real Maildir; its first batch hangs until the round is cancelled (a stop)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.entered = asyncio.Event()
+        self.calls = 0
+
+    async def send_many(self, mails: Sequence[tuple[str, bytes]]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            await asyncio.Event().wait()  # until cancelled
+        await super().send_many(mails)
+
+
+def test_mails_of_a_round_cancelled_after_its_claim_go_out_with_the_next_flush(
+    tmp_path: Path,
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'md.db'}")
+    upgrade(engine)
+    with Session(engine) as session:
+        for n in range(2):
+            session.add(Outbox(
+                kind="confirmation", mail_from="support@localhost", recipients=["ann@example.org"],
+                message_id=f"<stop{n}@maildesk>", raw=b"Subject: x\r\n\r\nx\r\n",
+                created_at=utcnow(), next_attempt_at=utcnow(),
+            ))
+        session.commit()
+
+    async def scenario() -> int:
+        transport = FirstBatchHangs(tmp_path / "outbox")
+        sender = OutboxSender(engine, transport)
+        round_ = asyncio.create_task(sender.flush())
+        await asyncio.wait_for(transport.entered.wait(), 10)
+        round_.cancel()  # what Worker.stop does to a round in progress
+        await asyncio.gather(round_, return_exceptions=True)
+        return (await sender.flush()).sent
+
+    assert asyncio.run(scenario()) == 2
+    assert len(list((tmp_path / "outbox" / "new").iterdir())) == 2
+    engine.dispose()
