@@ -25,8 +25,10 @@ def read_mail(raw: bytes) -> InboundMail:
     return mail
 
 
-def _load_language_model() -> None:
-    """Each worker loads the language model as it starts, not on its first mail."""
+def load_language_model() -> None:
+    """Loaded before the first mail: in the forkserver (maildesk.work.parsepreload), so
+    the workers share it, and again in each worker as it starts in case the forkserver
+    was started before (then each has its own copy)."""
     guess_language("load the language model before the first mail")
 
 
@@ -46,10 +48,10 @@ class ParserPool:
     ) -> None:
         self.timeout = timeout
         self._parse = parse
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["maildesk.work.parsepreload"])
         self._pool = ProcessPool(
-            max_workers=workers,
-            initializer=_load_language_model,
-            context=multiprocessing.get_context("forkserver"),
+            max_workers=workers, initializer=load_language_model, context=context
         )
 
     async def parse(self, raw: bytes) -> InboundMail | ParseFailure:
