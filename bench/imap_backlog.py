@@ -61,7 +61,10 @@ make_engine, upgrade = _db.make_engine, _db.upgrade
 Inbound, Ticket = _models.Inbound, _models.Ticket
 ParserPool = _module("work.parsepool", "parsepool").ParserPool
 Processor = _module("work.processor", "processor").Processor
-from tests.intake.dovecot import Dovecot, start_dovecot  # noqa: E402
+try:  # the tree's own Dovecot helper: tests/intake/ today, tests/integration/ before
+    from tests.intake.dovecot import Dovecot, start_dovecot
+except ModuleNotFoundError:
+    from tests.integration.dovecot import Dovecot, start_dovecot  # type: ignore[no-redef]
 from tests.mailkit import make_mail  # noqa: E402
 
 BATCH = 250
