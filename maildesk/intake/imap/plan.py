@@ -37,12 +37,6 @@ class PollerOptions:
     verdict_stall_seconds: float = 60.0
 
 
-@dataclass(frozen=True)
-class Verdict:
-    status: str  # done, duplicate, failed (the pipeline's inbound status)
-    error: str | None
-
-
 def backoff_delay(attempt: int, first: float, cap: float) -> float:
     """1, 2, 4, ... seconds, capped. A three-line rule needs no retry library."""
     return float(min(cap, first * (2 ** min(attempt, 30))))
