@@ -4,6 +4,8 @@ time the test chooses, as the daemon's scheduler calls them with the time it is.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -265,3 +267,21 @@ def test_a_changed_sla_yaml_recomputes_the_running_tickets_once(
     assert after - before == timedelta(hours=2)
     assert recompute_after_reload(engine, reloaded) == 0  # once
     assert one(engine, "select count(*) from event where detail like 'due times computed%'") == 1
+
+
+def test_the_digest_lists_a_held_ticket_even_when_it_has_an_assignee(
+    world: tuple[Engine, Runtime],
+) -> None:
+    engine, runtime = world
+    feed(engine, runtime, make_mail(subject="Invoice for November", message_id="<h@example.org>"))
+    with engine.begin() as conn:  # held as possible spam, though the rules gave it someone
+        conn.execute(text("update ticket set status = 'held', assignee = 'alice@example.com'"))
+    assert digest_unassigned(engine, runtime, datetime.now().astimezone()) == 1
+    with engine.connect() as conn:
+        raw = bytes(conn.execute(text("select raw from outbox where kind = 'digest'")).scalar_one())
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    listed = body.get_content()
+    assert "held: possible spam, reply #ham or #spam" in listed
+    assert "Invoice for November" in listed
