@@ -8,11 +8,6 @@ SUPPORTED = ("en", "ru")
 _MIN_LETTERS = 12
 
 
-def detect_language(text: str, default: str) -> str:
-    """'en' or 'ru' when the text is clearly one of them, else the default."""
-    return guess_language(text) or default
-
-
 def guess_language(text: str) -> str | None:
     """'en' or 'ru' when the text is clearly one of them, else None.
 

@@ -150,7 +150,7 @@ class Processor(Worker):
             return await self._drain(progress)
 
     async def warm_up(self) -> None:
-        """Start the parser processes (each loads the language model) before the first mail."""
+        """Start the parser processes (with the language model) before the first mail."""
         await self._parser.parse(b"Subject: warm-up\r\n\r\nwarm-up\r\n")
 
     async def _drain(self, progress: Callable[[int], None] | None) -> DrainStats:
