@@ -110,6 +110,46 @@ def _replies_to(parsed: InboundMail | ParseFailure, parsing: dict[str, int], me:
     return any(parsing.get(ref, me) < me for ref in refs)
 
 
+class _Inflight:
+    """The rows being parsed or waiting for their commit, in arrival order."""
+
+    def __init__(self) -> None:
+        self.after = 0  # the last row id read
+        self.waiting: list[int] = []
+        self._parses: dict[int, asyncio.Future[InboundMail | ParseFailure]] = {}
+        self._message_ids: dict[int, str | None] = {}
+
+    def add(self, rows: list[tuple[int, bytes]], parser: ParserPool) -> None:
+        for i, raw in rows:
+            self._parses[i] = asyncio.ensure_future(parser.parse(raw))
+            self._message_ids[i] = raw_message_id(raw)
+            self.waiting.append(i)
+            self.after = i
+
+    def ready(self) -> list[tuple[int, InboundMail | ParseFailure]]:
+        """The parsed rows that may be committed now (taken out of `waiting`)."""
+        parsing = {
+            mid: i
+            for i in self.waiting
+            if not self._parses[i].done() and (mid := self._message_ids[i]) is not None
+        }
+        ready = [
+            i
+            for i in self.waiting
+            if self._parses[i].done() and not _replies_to(self._parses[i].result(), parsing, i)
+        ]
+        taken = set(ready)
+        self.waiting = [i for i in self.waiting if i not in taken]
+        return [(i, self._take(i)) for i in ready]
+
+    def unfinished(self) -> list[asyncio.Future[InboundMail | ParseFailure]]:
+        return [self._parses[i] for i in self.waiting if not self._parses[i].done()]
+
+    def _take(self, i: int) -> InboundMail | ParseFailure:
+        del self._message_ids[i]
+        return self._parses.pop(i).result()
+
+
 class Processor(Worker):
     """The pipeline worker: each round drains every `new` inbound row."""
 
@@ -156,44 +196,35 @@ class Processor(Worker):
     async def _drain(self, progress: Callable[[int], None] | None) -> DrainStats:
         stats = DrainStats()
         loop = asyncio.get_running_loop()
-        after = 0
+        inflight = _Inflight()
+        exhausted = False  # the last look found no new row
         while True:
-            pending = await loop.run_in_executor(self._executor, self._pending, after)
-            if not pending:
-                return stats
-            after = pending[-1][0]
-            parses = {i: asyncio.ensure_future(self._parser.parse(raw)) for i, raw in pending}
-            message_ids = {i: raw_message_id(raw) for i, raw in pending}
-            waiting = [i for i, _ in pending]
-            while waiting:
-                # Commit what is parsed, in arrival order, without waiting for a slow mail:
-                # a pathological one holds up only itself (until the parse time limit) and
-                # the replies to it, which must find their original's ticket.
-                # Whatever finished while the last chunk was committed goes first.
-                parsing = {
-                    mid: i
-                    for i in waiting
-                    if not parses[i].done() and (mid := message_ids[i]) is not None
-                }
-                ready = [
-                    i
-                    for i in waiting
-                    if parses[i].done() and not _replies_to(parses[i].result(), parsing, i)
-                ]
-                if not ready:
-                    unfinished = [parses[i] for i in waiting if not parses[i].done()]
-                    await asyncio.wait(unfinished, return_when=FIRST_COMPLETED)
-                    await asyncio.wait(unfinished, timeout=READY_GRACE)
-                    continue
-                waiting = [i for i in waiting if i not in ready]
-                results = await loop.run_in_executor(
-                    self._executor, self._commit, [(i, parses[i].result()) for i in ready]
-                )
-                self._count(stats, results)
-                if progress:
-                    progress(len(ready))
-                if self._on_committed:
-                    self._on_committed()
+            # Keep the parsers a batch ahead of the commits: the next rows are read and
+            # parsing while this batch is committed, so the pipeline never waits for them.
+            if len(inflight.waiting) < BATCH and not exhausted:
+                found = await loop.run_in_executor(self._executor, self._pending, inflight.after)
+                inflight.add(found, self._parser)
+                exhausted = not found
+            if not inflight.waiting:
+                if exhausted:
+                    return stats
+                continue
+            # Commit what is parsed, in arrival order, without waiting for a slow mail:
+            # a pathological one holds up only itself (until the parse time limit) and
+            # the replies to it, which must find their original's ticket.
+            ready = inflight.ready()
+            if not ready:
+                unfinished = inflight.unfinished()
+                await asyncio.wait(unfinished, return_when=FIRST_COMPLETED)
+                await asyncio.wait(unfinished, timeout=READY_GRACE)
+                continue
+            results = await loop.run_in_executor(self._executor, self._commit, ready)
+            exhausted = False  # rows may have come in while these were committed
+            self._count(stats, results)
+            if progress:
+                progress(len(ready))
+            if self._on_committed:
+                self._on_committed()
 
     def _count(self, stats: DrainStats, results: list[tuple[str, int | None]]) -> None:
         for outcome, ticket_id in results:
