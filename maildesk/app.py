@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from maildesk import gcpolicy
 from maildesk.config.datadir import DataDirLock, make_database_private, make_private
 from maildesk.config.settings import Settings, split_host_port
 from maildesk.core.replytoken import bounce_address
@@ -193,6 +194,7 @@ async def serve(daemon: Daemon, ready: Callable[[int], None] | None = None) -> N
             d.scheduler.every(STATUS_SECONDS, "sd-status", partial(_report_status, d))
         loop.add_signal_handler(signal.SIGHUP, d.reloader.wake)
         await d.processor.warm_up()
+        gcpolicy.settle()  # what start-up loaded stays for the daemon's lifetime
         for worker in d.workers:
             worker.start()
         if d.notifier.watchdog_seconds:

@@ -69,36 +69,24 @@ class MaildirTransport:
         return f"maildesk-{digest}.{self._host}"
 
     def _deliver(self, mails: Sequence[tuple[str, bytes]]) -> None:
-        """Each mail is written to tmp/ and made durable before it is renamed into new/;
-        the batch is written first and synced after, so the file system commits its
-        journal once for the batch instead of once per mail (the later fsyncs find
-        their data already on disk)."""
         new = self.path / "new"
-        todo = [(name, raw) for name, raw in mails if not (new / name).exists()]
-        # (a mail already in new/ was delivered before, not recorded: a crash came in between)
-        if not todo:
-            return
-        tmp = self.path / "tmp"
-        fds: list[int] = []
-        try:
-            for name, raw in todo:
-                fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                fds.append(fd)
-                view = memoryview(raw)
-                while view:
-                    view = view[os.write(fd, view):]
-            for fd in fds:
+        moved = False
+        for name, raw in mails:
+            if (new / name).exists():
+                continue  # delivered before, not recorded: a crash came in between
+            tmp = self.path / "tmp" / name
+            with open(tmp, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(tmp, new / name)
+            moved = True
+        if moved:
+            fd = os.open(new, os.O_RDONLY)
+            try:
                 os.fsync(fd)
-        finally:
-            for fd in fds:
+            finally:
                 os.close(fd)
-        for name, _raw in todo:
-            os.rename(tmp / name, new / name)
-        fd = os.open(new, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The Maildir transport writes a batch before it syncs it: every mail still lands whole
+"""The Maildir transport: every mail of a batch lands whole
 in new/ exactly once, a batch delivered again after a crash adds nothing, and a mail
 left half-written in tmp/ by a crash is replaced, not renamed as it was."""
 
