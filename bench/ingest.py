@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--mails 2000] [--clients 4] [--size 4096]
                                      [--database-url URL] [--warmup 40] [--keep]
+                                     [--rate MAILS-PER-SECOND]
                                      [--baseline GIT-REV [--rounds 2]]
 
 --baseline REV: the same load against a `git worktree` of REV (a temp dir; its code
@@ -38,7 +39,11 @@ Figures:
 * CPU ms per new ticket = CPU (user + system) of the daemon and its children (the
   parse workers) from the first MAIL until the outbox is empty, per mail;
 * first / last 10%: tickets per second while the first and the last tenth of the mails
-  became tickets, and intake (250s) per second over the first and the last tenth.
+  became tickets, the CPU ms per ticket of the daemon and its children in those tenths,
+  and intake (250s) per second over the first and the last tenth. A burst (the default)
+  makes the first tenth share the CPU with intake; `--rate R` sends at a steady R mails/s
+  instead, so the two tenths run alike and differ only in what is in the database:
+  does the cost per mail grow with it?
 
 A warm-up of WARMUP mails (not measured) goes to each server first.
 """
@@ -159,20 +164,28 @@ def make_mails(count: int, size: int, tag: str, rng: random.Random) -> list[tupl
     return mails
 
 
-def run_load(name: str, port: int, mails: Sequence[tuple[str, bytes]], clients: int) -> LoadResult:
-    """CLIENTS threads, one persistent connection each, one mail per transaction."""
+def run_load(
+    name: str, port: int, mails: Sequence[tuple[str, bytes]], clients: int, rate: float = 0.0
+) -> LoadResult:
+    """CLIENTS threads, one persistent connection each, one mail per transaction; with a
+    `rate`, mail k of the run is not started before k / rate seconds."""
     shares = [list(mails[c::clients]) for c in range(clients)]
     latencies: list[list[float]] = [[] for _ in range(clients)]
     failures: list[str] = []
     barrier = threading.Barrier(clients + 1)
     ends = [0.0] * clients
     done_at: list[list[float]] = [[] for _ in range(clients)]
+    started_at = [time.monotonic()]
 
     def client(n: int) -> None:
         with smtplib.SMTP("127.0.0.1", port, timeout=60) as conn:
             conn.ehlo()
             barrier.wait()
-            for sender, raw in shares[n]:
+            for j, (sender, raw) in enumerate(shares[n]):
+                if rate:
+                    wait = started_at[0] + (j * clients + n) / rate - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
                 code, reply = conn.mail(sender)
                 if code == 250:
                     code, reply = conn.rcpt(SUPPORT)
@@ -193,6 +206,7 @@ def run_load(name: str, port: int, mails: Sequence[tuple[str, bytes]], clients: 
     ]
     for t in threads:
         t.start()
+    started_at[0] = time.monotonic() + 0.01  # the clients pass the barrier just before
     barrier.wait()
     started = time.monotonic()
     for t in threads:
@@ -384,12 +398,18 @@ class Run:
     rss_main_kb: int
     rss_kid_kb: int
     rss_at: list[int]  # daemon VmRSS (kB) at each tenth of the tickets
+    cpu_at: list[float]  # daemon + children CPU seconds since the load began, at each tenth
     tenth_seconds: list[float]  # time for each tenth of the tickets
     commits: tuple[int, int, int]
 
     def ticket_rate(self, tenth: int) -> float:
         mails = self.load.mails / 10
         return mails / self.tenth_seconds[tenth] if self.tenth_seconds[tenth] else 0.0
+
+    def cpu_tenth(self, tenth: int) -> float:
+        """CPU ms per ticket within one tenth of the tickets."""
+        edges = [0.0, *self.cpu_at]
+        return (edges[tenth + 1] - edges[tenth]) * 1000 / (self.load.mails / 10)
 
     def intake_tenth(self, first: bool) -> float:
         done = self.load.done_at
@@ -409,6 +429,8 @@ class Run:
             "CPU ms per new ticket": self.cpu_all * 1000 / mails,
             "tickets/s, first 10%": self.ticket_rate(0),
             "tickets/s, last 10%": self.ticket_rate(9),
+            "CPU ms per ticket, first 10%": self.cpu_tenth(0),
+            "CPU ms per ticket, last 10%": self.cpu_tenth(9),
             "intake/s, first 10%": self.intake_tenth(True),
             "intake/s, last 10%": self.intake_tenth(False),
             "peak RSS daemon MiB": self.rss_main_kb / 1024,
@@ -479,6 +501,7 @@ def run_maildesk(
         # Watch the tickets grow while the load runs: the time of each tenth, and RSS.
         marks: list[float] = []
         rss_at: list[int] = []
+        cpu_at: list[float] = []
         watching = threading.Event()
 
         def watch() -> None:
@@ -488,12 +511,13 @@ def run_maildesk(
                 while len(marks) < 10 and made >= step * (len(marks) + 1) - 0.5:
                     marks.append(time.monotonic())
                     rss_at.append(vm_rss_kb(pid))
+                    cpu_at.append(tree_cpu(pid) - cpu0)
                 time.sleep(0.05)
 
         watcher = threading.Thread(target=watch, daemon=True)
         cpu0 = tree_cpu(pid)
         watcher.start()
-        load = run_load(label, daemon.port, mails, args.clients)
+        load = run_load(label, daemon.port, mails, args.clients, args.rate)
         cpu_intake = tree_cpu(pid) - cpu0
         backlog = counts(engine).inbound_new
         deadline = time.monotonic() + 1800
@@ -524,6 +548,7 @@ def run_maildesk(
     while len(marks) < 10:  # the watcher missed the end (should not happen)
         marks.append(e2e_done)
         rss_at.append(rss_at[-1] if rss_at else 0)
+        cpu_at.append(cpu_all)
     edges = [load.started_at, *marks]
     tenths = [b - a for a, b in itertools.pairwise(edges)]
     return Run(
@@ -537,6 +562,7 @@ def run_maildesk(
         rss_main,
         rss_kid,
         rss_at,
+        cpu_at,
         tenths,
         commits,
     )
@@ -564,7 +590,7 @@ def fresh_database(args: argparse.Namespace, label: str) -> str | None:
         return None
     from sqlalchemy import create_engine, text
 
-    url = args.database_url
+    url: str = args.database_url
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     name = f"maildesk_bench_{label}_{os.getpid()}_{random.getrandbits(24):x}"
@@ -661,6 +687,7 @@ def print_run(run: Run, noop: LoadResult | None, args: argparse.Namespace) -> No
     )
     print(
         f"tickets/s first 10% {run.ticket_rate(0):.1f}, last 10% {run.ticket_rate(9):.1f}; "
+        f"CPU ms per ticket first 10% {run.cpu_tenth(0):.2f}, last 10% {run.cpu_tenth(9):.2f}; "
         f"intake/s first 10% {run.intake_tenth(True):.1f}, last 10% "
         f"{run.intake_tenth(False):.1f}"
     )
@@ -675,6 +702,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mails", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument(
+        "--rate", type=float, default=0.0,
+        help="mails/s to send at (default: as fast as the server takes them); a steady "
+        "rate under the pipeline's speed shows whether the cost per mail grows",
+    )
     parser.add_argument("--size", type=int, default=4096, help="bytes per mail (about)")
     parser.add_argument("--warmup", type=int, default=40, help="unmeasured mails first")
     parser.add_argument(
