@@ -75,16 +75,36 @@ class Pending:
     addresses: set[str] = field(default_factory=set)
     # What a batch computes once for all its mails (e.g. the clocks of a new ticket).
     memo: dict[tuple[object, ...], Any] = field(default_factory=dict)
+    # Addresses the transaction wrote about, in the buffer or not, flushed or not (a
+    # fact read about them before the write is stale; maildesk.storage.facts).
+    touched: set[str] = field(default_factory=set)
+    # Every outbox row added since `log_outbox`, flushed or not (None: not logging, or a
+    # rollback made the log unreliable).
+    outbox_log: list[dict[str, Any]] | None = None
 
     def add(self, table: str, row: dict[str, Any], *addresses: str) -> None:
-        self.rows[table].append({**_DEFAULTS[table], **row})
-        self.addresses.update(a for a in addresses if a)
+        full = {**_DEFAULTS[table], **row}
+        self.rows[table].append(full)
+        if table == "outbox" and self.outbox_log is not None:
+            self.outbox_log.append(full)
+        named = {a for a in addresses if a}
+        self.addresses |= named
+        self.touched |= named
 
     def set_kv(self, key: str, value: str, address: str = "") -> None:
         self.kv[key] = value
         self.kv_known.pop(key, None)
         if address:
             self.addresses.add(address)
+            self.touched.add(address)
+
+    def log_outbox(self) -> None:
+        self.outbox_log = []
+
+    def touch(self, address: str) -> None:
+        """Written about outside the buffer (e.g. the ticket it opened, inserted at once)."""
+        if address:
+            self.touched.add(address)
 
     def waiting(self, table: str) -> list[dict[str, Any]]:
         return self.rows[table]
@@ -113,6 +133,7 @@ class Pending:
         """Forget what waits, and what is known of small state (a rollback)."""
         self._clear()
         self.kv_known.clear()
+        self.outbox_log = None
 
     def _clear(self) -> None:
         for rows in self.rows.values():

@@ -131,6 +131,7 @@ def _open_ticket(
     ticket_id = session.connection().execute(_INSERT_TICKET, values).scalar_one()
     assert ticket_id is not None
     buffer = pending(session)
+    buffer.touch(new.requester)  # its tickets of the last hour changed
     if new.requester:
         buffer.add("participant", {"ticket_id": ticket_id, "address": new.requester,
                                    "name": new.requester_name, "role": "requester"})
@@ -343,6 +344,7 @@ def _suppress(
 ) -> None:
     until = now + timedelta(hours=runtime.settings.bounce_suppress_hours)
     for address in addresses:
+        pending(session).touch(address)
         row = session.get(Suppression, address) or Suppression(address=address, until=until)
         row.until = until
         row.reason = "hard bounce"

@@ -81,10 +81,10 @@ def _chunk_session(engine: Engine) -> Session:
     return session
 
 
-def _known_keys(session: Session, parsed: Sequence[InboundMail | ParseFailure]) -> KnownKeys:
+def _known_keys(session: Session, mails: Sequence[InboundMail]) -> KnownKeys:
     """Look up in one query the dedupe keys that occur once in a chunk (a key that occurs
     twice is looked up when its turn comes, after the first one was stored)."""
-    counts = Counter(p.dedupe_key for p in parsed if isinstance(p, InboundMail))
+    counts = Counter(p.dedupe_key for p in mails)
     once = frozenset(key for key, n in counts.items() if n == 1)
     if not once:
         return KnownKeys()
@@ -340,7 +340,12 @@ class Processor(Worker):
                 .with_for_update(skip_locked=True)
             )
         }
-        known = _known_keys(session, [p for _, p in items])
+        mails = [p for _, p in items if isinstance(p, InboundMail)]
+        known = _known_keys(session, mails)
+        facts.prefetch_chunk(
+            session, [m for m in mails if m.dedupe_key not in known.stored],
+            [member.email for member in runtime.rules.staff], now,
+        )
         tools = Tools(runtime, spam_filter, self._notify, known, lessons)
         results: list[tuple[str, int | None]] = []
         finished: list[dict[str, object]] = []
