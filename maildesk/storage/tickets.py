@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from sqlalchemy import bindparam
@@ -58,29 +59,37 @@ def ticket_state(
         cc = frozenset(a for a, role in rows if role == "cc")
         staff = frozenset(a for a, role in rows if role == "staff")
         co = frozenset(a for a, role in rows if role == "co")
+    return _view(partial(getattr, ticket), participants, cc, staff, co)  # loads if expired
+
+
+def _view(
+    column: Callable[[str], Any], participants: frozenset[str], cc: frozenset[str] = frozenset(),
+    staff: frozenset[str] = frozenset(), co: frozenset[str] = frozenset(),
+) -> TicketState:
+    """A TicketState from a ticket's column values (an ORM row's, or an INSERT's), by name."""
     return TicketState(
-        id=ticket.id,
-        status=ticket.status,
-        subject=ticket.subject,
-        requester=ticket.requester,
-        requester_name=ticket.requester_name,
-        participants=frozenset(participants) | {ticket.requester},
-        assignee=ticket.assignee,
-        group=ticket.assigned_group,
-        priority=ticket.priority,
-        category=ticket.category,
-        sla_level=ticket.sla_level,
-        language=ticket.language,
-        first_response_due=ticket.first_response_due,
+        id=column("id"),
+        status=column("status"),
+        subject=column("subject"),
+        requester=column("requester"),
+        requester_name=column("requester_name"),
+        participants=frozenset(participants) | {column("requester")},
+        assignee=column("assignee"),
+        group=column("assigned_group"),
+        priority=column("priority"),
+        category=column("category"),
+        sla_level=column("sla_level"),
+        language=column("language"),
+        first_response_due=column("first_response_due"),
         cc=cc,
         staff=staff,
-        updated_at=ticket.updated_at,
-        first_response_at=ticket.first_response_at,
-        linked_to=ticket.linked_to,
-        rating=ticket.rating,
+        updated_at=column("updated_at"),
+        first_response_at=column("first_response_at"),
+        linked_to=column("linked_to"),
+        rating=column("rating"),
         co=co,
-        merged_into=ticket.merged_into,
-        time_spent_minutes=ticket.time_spent_minutes,
+        merged_into=column("merged_into"),
+        time_spent_minutes=column("time_spent_minutes"),
     )
 
 
@@ -88,4 +97,4 @@ def new_ticket_state(
     ticket_id: int, values: Mapping[str, Any], participants: frozenset[str]
 ) -> TicketState:
     """The pure view of a ticket just inserted from these column values."""
-    return ticket_state(None, Ticket(id=ticket_id, **values), participants)
+    return _view({**values, "id": ticket_id}.__getitem__, participants)
