@@ -15,7 +15,7 @@ def guess_language(text: str) -> str | None:
     forced into English or Russian.
     """
     sample = text[:800]
-    if sum(ch.isalpha() for ch in sample) < _MIN_LETTERS:
+    if sum(map(str.isalpha, sample)) < _MIN_LETTERS:
         return None
     lang, _score = langid.classify(sample)
     return lang if lang in SUPPORTED else None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import email.header
+import re
 
 # Labels whose real-world content is a superset of what they name.
 _CHARSET_ALIASES = {
@@ -64,9 +65,13 @@ def guess_cyrillic(data: bytes) -> str:
     return "windows-1251" if upper_range * 2 >= len(high) else "koi8-r"
 
 
+# What the stdlib's surrogateescape makes of a byte 0x80-0xff it could not decode.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
 def fix_surrogates(text: str) -> str:
     # The stdlib decodes 8-bit header bytes as surrogateescape; recover them.
-    if not any("\udc80" <= c <= "\udcff" for c in text):
+    if not _ESCAPED_BYTE.search(text):
         return text
     data = text.encode("utf-8", "surrogateescape")
     return decode_bytes(data, None)
