@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BATCH = 100  # mails parsed together
+BATCH = 100  # mails read (and sent to the parsers) together
+AHEAD_MAILS = 2 * BATCH  # read more while fewer than this wait to be committed ...
+AHEAD_BYTES = 32 * 1024 * 1024  # ... and they are smaller than this (huge mails)
 READY_GRACE = 0.05  # seconds to let the rest of a batch finish parsing, for one commit
 COMMIT_EVERY = 20  # mails per transaction: one fsync, and the write lock is not held long
 MAX_ATTEMPTS = 3
@@ -116,6 +118,8 @@ class _Inflight:
     def __init__(self) -> None:
         self.after = 0  # the last row id read
         self.waiting: list[int] = []
+        self.bytes = 0  # of the waiting mails
+        self._sizes: dict[int, int] = {}
         self._parses: dict[int, asyncio.Future[InboundMail | ParseFailure]] = {}
         self._message_ids: dict[int, str | None] = {}
 
@@ -123,11 +127,16 @@ class _Inflight:
         for i, raw in rows:
             self._parses[i] = asyncio.ensure_future(parser.parse(raw))
             self._message_ids[i] = raw_message_id(raw)
+            self._sizes[i] = len(raw)
+            self.bytes += len(raw)
             self.waiting.append(i)
             self.after = i
 
-    def ready(self) -> list[tuple[int, InboundMail | ParseFailure]]:
-        """The parsed rows that may be committed now (taken out of `waiting`)."""
+    def wants_more(self) -> bool:
+        return len(self.waiting) < AHEAD_MAILS and self.bytes < AHEAD_BYTES
+
+    def ready(self, limit: int) -> list[tuple[int, InboundMail | ParseFailure]]:
+        """At most `limit` parsed rows that may be committed now (taken out of `waiting`)."""
         parsing = {
             mid: i
             for i in self.waiting
@@ -137,7 +146,7 @@ class _Inflight:
             i
             for i in self.waiting
             if self._parses[i].done() and not _replies_to(self._parses[i].result(), parsing, i)
-        ]
+        ][:limit]
         taken = set(ready)
         self.waiting = [i for i in self.waiting if i not in taken]
         return [(i, self._take(i)) for i in ready]
@@ -147,6 +156,7 @@ class _Inflight:
 
     def _take(self, i: int) -> InboundMail | ParseFailure:
         del self._message_ids[i]
+        self.bytes -= self._sizes.pop(i)
         return self._parses.pop(i).result()
 
 
@@ -201,7 +211,7 @@ class Processor(Worker):
         while True:
             # Keep the parsers a batch ahead of the commits: the next rows are read and
             # parsing while this batch is committed, so the pipeline never waits for them.
-            if len(inflight.waiting) < BATCH and not exhausted:
+            if inflight.wants_more() and not exhausted:
                 found = await loop.run_in_executor(self._executor, self._pending, inflight.after)
                 inflight.add(found, self._parser)
                 exhausted = not found
@@ -212,7 +222,7 @@ class Processor(Worker):
             # Commit what is parsed, in arrival order, without waiting for a slow mail:
             # a pathological one holds up only itself (until the parse time limit) and
             # the replies to it, which must find their original's ticket.
-            ready = inflight.ready()
+            ready = inflight.ready(BATCH)  # then read more before the next commit
             if not ready:
                 unfinished = inflight.unfinished()
                 await asyncio.wait(unfinished, return_when=FIRST_COMPLETED)

@@ -3,8 +3,9 @@ durably, wait for the pipeline's verdicts, and only then flag \\Seen and move th
 to the done folder (or to the errors folder); what failed is counted, and poison once
 it failed too often.
 
-Batches overlap: while the pipeline works on batch N, batch N+1 is fetched
-and batch N-1 is moved, so neither side waits for the other.
+Batches overlap: while the pipeline works on batch N, batch N+1 is already
+spooled, batch N+2 is fetched and batch N-1 is moved, so neither side waits for
+the other.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -35,6 +37,9 @@ log = logging.getLogger("maildesk.intake.imap.poller")  # the poller's story, on
 
 T = TypeVar("T")
 FINISHED = ("done", "duplicate")
+# Batches spooled before the oldest one's verdicts are waited for: the pipeline always
+# has the next batch while the poller moves the last one and fetches another.
+SPOOLED_AHEAD = 2
 
 
 class Sweeper:
@@ -114,25 +119,26 @@ class Sweeper:
             return
         loop = asyncio.get_running_loop()
         prefetch = loop.run_in_executor(self._io, session.fetch, batches[0])
-        previous: Spooled | None = None
+        unsettled: deque[Spooled] = deque()  # spooled, verdicts not taken yet, oldest first
         try:
             for n, batch in enumerate(batches):
                 mails = await prefetch
-                current = await spool_batch(self._spool, self._hooks, self._source, batch, mails)
-                self.counts["ingested"] += len(current.ids)
+                unsettled.append(
+                    await spool_batch(self._spool, self._hooks, self._source, batch, mails)
+                )
+                self.counts["ingested"] += len(unsettled[-1].ids)
                 del mails
                 if n + 1 < len(batches):
                     prefetch = loop.run_in_executor(self._io, session.fetch, batches[n + 1])
-                if previous is not None:
-                    done, previous = previous, None
-                    await self._settle(session, done)
-                previous = current
-            if previous is not None:
-                done, previous = previous, None
-                await self._settle(session, done)
+                if len(unsettled) > SPOOLED_AHEAD:
+                    await self._settle(session, unsettled[0])
+                    unsettled.popleft()
+            while unsettled:
+                await self._settle(session, unsettled[0])
+                unsettled.popleft()
         finally:
-            if previous is not None:  # interrupted: remember what the pipeline already has
-                self.pending.update(previous.ids)
+            for spooled in unsettled:  # interrupted: remember what the pipeline already has
+                self.pending.update(spooled.ids)
             if not prefetch.done():
                 prefetch.cancel()
             with contextlib.suppress(BaseException):
