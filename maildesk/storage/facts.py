@@ -178,11 +178,13 @@ def prefetch_chunk(
 ) -> None:
     """Before a chunk's first mail, what its new tickets will ask, in two statements
     instead of two per mail: the senders' facts, and the notifications the staff got
-    within the hour (maildesk.storage.enqueue). A mail that looks like a reply (a TID in
-    its subject, or a reference) is left out: it usually joins a ticket and never asks."""
+    within the hour (maildesk.storage.enqueue); and how many ticket ids to take at once.
+    A mail that looks like a reply (a TID in its subject, or a reference) is left out:
+    it usually joins a ticket and never asks."""
     opening = [m for m in mails if not (m.in_reply_to or m.references or find_tids(m.subject))]
     if not opening:
         return
+    pending(session).tickets_expected = len(opening)  # ids taken at once (store.new_ticket_id)
     prefetch_senders(session, opening, now)
     if staff:
         prefetch_notified(session, staff, now)

@@ -1,5 +1,6 @@
 """Rows the mails of one transaction write, inserted together: one executemany per table
-(messages, outbox, events, participants) and one upsert for small state (KV), instead
+(new tickets first, with ids taken ahead by maildesk.storage.store.new_ticket_id; then
+messages, outbox, events, participants) and one upsert for small state (KV), instead
 of an ORM unit of work and a statement per row and mail.
 
 The buffer lives in the session (`pending(session)`). It is written to the database
@@ -9,6 +10,7 @@ The buffer lives in the session (`pending(session)`). It is written to the datab
 * before any statement of the session that reads a table with rows waiting, unless the
   statement says it takes the waiting rows into account itself (`AWARE`: the reads of
   the flow of a mail that merge `Pending`'s rows, so most mails cost no extra flush);
+  new tickets are never merged: a read of the ticket table, `AWARE` or not, writes them;
 * when the caller asks (`flush`): a mail in its own SAVEPOINT flushes before it is
   released, and `discard` drops the rows of a mail whose SAVEPOINT rolled back.
 
@@ -39,7 +41,8 @@ from maildesk.storage.models import KV, Event, Message, Outbox, Participant, Tic
 # tickets only as ORM objects or by columns no change touches (see above).
 AWARE = {"maildesk_pending_aware": True}
 _KEY = "maildesk.pending"
-_TABLES: dict[str, Table] = {
+_TABLES: dict[str, Table] = {  # in the order they are inserted: tickets first
+    "ticket": Ticket.__table__,  # type: ignore[attr-defined]
     "message": Message.__table__,  # type: ignore[attr-defined]
     "outbox": Outbox.__table__,  # type: ignore[attr-defined]
     "event": Event.__table__,  # type: ignore[attr-defined]
@@ -48,6 +51,7 @@ _TABLES: dict[str, Table] = {
 _KV: Table = KV.__table__  # type: ignore[attr-defined]
 # Every row of a table carries the same keys (one executemany): these fill the rest.
 _DEFAULTS: dict[str, dict[str, Any]] = {
+    "ticket": {},  # every column given (maildesk.storage.store._open_ticket)
     "message": {
         "inbound_id": None, "visibility": "public", "dedupe_key": None, "message_id": None,
         "from_addr": "", "to_addrs": "", "subject": "", "body_text": "", "body_html": None,
@@ -78,6 +82,10 @@ class Pending:
     # Addresses the transaction wrote about, in the buffer or not, flushed or not (a
     # fact read about them before the write is stale; maildesk.storage.facts).
     touched: set[str] = field(default_factory=set)
+    # Ids for the new tickets of this transaction (maildesk.storage.store.new_ticket_id),
+    # and how many new tickets its mails may open (PostgreSQL takes that many at once).
+    ticket_ids: list[int] = field(default_factory=list)
+    tickets_expected: int = 1
     # Every outbox row added since `log_outbox`, flushed or not (None: not logging, or a
     # rollback made the log unreliable).
     outbox_log: list[dict[str, Any]] | None = None
@@ -159,13 +167,14 @@ def pending(session: Session) -> Pending:
     @event.listens_for(session, "do_orm_execute")
     def _before_read(state: ORMExecuteState) -> None:
         if state.execution_options.get("maildesk_pending_aware"):
+            if buffer.rows["ticket"] and "ticket" in _tables_of(state.statement):
+                buffer.flush(session)  # new tickets are read as rows, never merged
             if _only_tickets_changed(session):
                 state.update_execution_options(autoflush=False)
             return
         if buffer.empty():
             return
-        statement: Any = state.statement
-        tables = {t.name for t in find_tables(statement, include_crud=True)}
+        tables = _tables_of(state.statement)
         if not tables or buffer.busy(tables):  # text(): it may read anything
             buffer.flush(session)
 
@@ -183,6 +192,10 @@ def pending(session: Session) -> Pending:
         buffer.discard()
 
     return buffer
+
+
+def _tables_of(statement: Any) -> set[str]:
+    return {t.name for t in find_tables(statement, include_crud=True)}
 
 
 def _only_tickets_changed(session: Session) -> bool:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert
+from sqlalchemy import func, text
 from sqlmodel import Session, col, select
 
 from maildesk.config.runtime import Runtime
@@ -108,14 +108,33 @@ def enqueue(
                     applied.rules_fired, applied.stored_id, decision.new_ticket is not None)
 
 
-_INSERT_TICKET = insert(Ticket).returning(col(Ticket.id))
+_NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence('ticket', 'id'))"
+                 " FROM generate_series(1, :n)")
+
+
+def new_ticket_id(session: Session) -> int:
+    """The id (the TID) of a ticket this transaction opens, taken for as many tickets as
+    the chunk's mails may open (`Pending.tickets_expected`). PostgreSQL: from the
+    table's sequence (one left unused is a gap, as a rollback leaves one). SQLite: after
+    the highest ticket; the transaction holds the write lock (BEGIN IMMEDIATE) until it
+    commits, and the read flushes the tickets still waiting first."""
+    buffer = pending(session)
+    if not buffer.ticket_ids:
+        wanted = max(buffer.tickets_expected, 1)
+        if session.get_bind().dialect.name == "postgresql":
+            rows = session.connection().execute(_NEXT_IDS, {"n": wanted})
+            buffer.ticket_ids = [int(i) for (i,) in rows]
+        else:
+            top = int(session.exec(select(func.max(col(Ticket.id)))).one() or 0)
+            buffer.ticket_ids = list(range(top + 1, top + 1 + wanted))
+    return buffer.ticket_ids.pop(0)
 
 
 def _open_ticket(
     session: Session, new: NewTicket, runtime: Runtime, now: datetime
 ) -> TicketState:
-    """One INSERT ... RETURNING for the ticket; its people and round-robin pointer wait in
-    the batch's buffer (maildesk.storage.pending)."""
+    """The ticket, its people and the round-robin pointer wait in the batch's buffer
+    (maildesk.storage.pending), inserted with the batch's other rows."""
     values: dict[str, object] = {
         "subject": new.subject, "status": new.status, "priority": new.priority,
         "category": new.category, "requester": new.requester,
@@ -128,9 +147,9 @@ def _open_ticket(
         "closed_at": None,
     }
     values.update(_start_clocks(session, runtime.sla, new, now))
-    ticket_id = session.connection().execute(_INSERT_TICKET, values).scalar_one()
-    assert ticket_id is not None
+    ticket_id = new_ticket_id(session)
     buffer = pending(session)
+    buffer.add("ticket", {**values, "id": ticket_id})
     buffer.touch(new.requester)  # its tickets of the last hour changed
     if new.requester:
         buffer.add("participant", {"ticket_id": ticket_id, "address": new.requester,

@@ -129,3 +129,43 @@ def test_the_auto_reply_cap_counts_confirmations_stored_before_the_chunk(
         rcpts = sorted(str(r) for (r,) in conn.execute(
             text("select rcpt from outbox where kind = 'confirmation'")))
     assert rcpts == ["calm@example.org", "eager@example.org", "eager@example.org"]
+
+
+def test_new_tickets_of_chunks_are_numbered_one_after_another(world: World) -> None:
+    """Their ids are taken ahead and the rows wait for the chunk's commit: still every
+    ticket gets the next number, and its mails and people carry it."""
+    engine, runtime = world()
+    for first in (0, 5):
+        feed_one_chunk(engine, runtime, *[
+            make_mail(sender=f"c{n}@example.org", subject=f"Question {n}") for n in
+            range(first, first + 5)
+        ])
+    with engine.connect() as conn:
+        tickets = [(int(i), str(r)) for i, r in conn.execute(
+            text("select id, requester from ticket order by id"))]
+        mails = dict(conn.execute(text(
+            "select from_addr, ticket_id from message where direction = 'in'")).all())
+        people = dict(conn.execute(text(
+            "select address, ticket_id from participant where role = 'requester'")).all())
+    assert tickets == [(n + 1, f"c{n}@example.org") for n in range(10)]
+    assert mails == people == {f"c{n}@example.org": n + 1 for n in range(10)}
+    tags = [str(r) for (r,) in engine.connect().execute(
+        text("select raw from outbox where kind = 'confirmation' order by id"))]
+    assert all(f"[MD-{n + 1}]" in tag for n, tag in enumerate(tags)), tags
+
+
+def test_a_follow_up_in_the_same_chunk_joins_the_ticket_its_original_opened(
+    world: World,
+) -> None:
+    """The ticket the first mail opened still waits in the buffer when the second one,
+    which answers it, looks for its thread."""
+    engine, runtime = world()
+    first = make_mail(sender="ann@example.org", subject="Printer on fire",
+                      message_id="<original@example.org>")
+    follow_up = make_mail(sender="ann@example.org", subject="Re: Printer on fire",
+                          body="Now it smokes too.",
+                          headers={"In-Reply-To": "<original@example.org>"})
+    feed_one_chunk(engine, runtime, first, follow_up)
+    assert scalar(engine, "select count(*) from ticket") == 1
+    joined = "select count(*) from message where ticket_id = 1 and direction = 'in'"
+    assert scalar(engine, joined) == 2
