@@ -3,7 +3,9 @@ STUCK-IN-PARSING 30 s, one with BRIEFLY-SLOW half a second, like the pathologica
 mails the issue describes.
 Module-level so worker processes can import it."""
 
+import os
 import time
+from dataclasses import replace
 
 from maildesk.core.parse import InboundMail, parse_mail
 
@@ -16,3 +18,8 @@ def parse_slowly(raw: bytes) -> InboundMail:
     elif b"BRIEFLY-SLOW" in raw:
         time.sleep(0.5)
     return parse_mail(raw)
+
+
+def parse_telling_niceness(raw: bytes) -> InboundMail:
+    """The mail, its subject replaced by the worker process's nice value."""
+    return replace(parse_mail(raw), subject=str(os.nice(0)))

@@ -17,6 +17,9 @@ from maildesk.core.language import guess_language
 from maildesk.core.parse import InboundMail, parse_mail
 from maildesk.errors import MalformedMail
 
+# The parse workers' CPU priority below the rest of the daemon (maildesk.work.parsepreload).
+PARSER_NICENESS = 5
+
 
 def read_mail(raw: bytes) -> InboundMail:
     """parse_mail, with the mail's cached facts filled in to travel back with it."""
