@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from maildesk.core.language import guess_language
 from maildesk.core.parse import InboundMail, parse_mail
 from maildesk.errors import MalformedMail
 
-# The parse workers' CPU priority below the rest of the daemon (maildesk.work.parsepreload).
+# How far below the rest of the daemon the parse workers run (nice): under a burst the
+# SMTP intake (the 250 a client waits for) and the pipeline come first, and the parsers
+# take what they leave, which is all the pipeline needs of them.
 PARSER_NICENESS = 5
 
 
@@ -26,6 +29,12 @@ def read_mail(raw: bytes) -> InboundMail:
     mail = parse_mail(raw)
     _ = mail.written_in, mail.body_hash
     return mail
+
+
+def start_worker() -> None:
+    """In each parse worker as it starts: a lower priority, and the model."""
+    os.nice(PARSER_NICENESS)
+    load_language_model()
 
 
 def load_language_model() -> None:
@@ -54,7 +63,7 @@ class ParserPool:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["maildesk.work.parsepreload"])
         self._pool = ProcessPool(
-            max_workers=workers, initializer=load_language_model, context=context
+            max_workers=workers, initializer=start_worker, context=context
         )
 
     async def parse(self, raw: bytes) -> InboundMail | ParseFailure:

@@ -134,7 +134,7 @@ def test_the_parse_workers_send_the_mail_back_with_its_language_and_body_hash() 
 
 
 def test_the_parse_workers_run_below_the_intake_and_the_pipeline() -> None:
-    """Under a burst the 250 a client waits for comes first (maildesk.work.parsepreload)."""
+    """Under a burst the 250 a client waits for comes first (maildesk.work.parsepool)."""
 
     async def parse() -> object:
         parser = ParserPool(workers=1, timeout=20, parse=parse_telling_niceness)
