@@ -110,7 +110,7 @@ class Pending:
         self.outbox_log = []
 
     def touch(self, address: str) -> None:
-        """Written about outside the buffer (e.g. the ticket it opened, inserted at once)."""
+        """Written about outside the buffer (e.g. an ORM row: a bounce's suppression)."""
         if address:
             self.touched.add(address)
 

@@ -149,8 +149,7 @@ def _open_ticket(
     values.update(_start_clocks(session, runtime.sla, new, now))
     ticket_id = new_ticket_id(session)
     buffer = pending(session)
-    buffer.add("ticket", {**values, "id": ticket_id})
-    buffer.touch(new.requester)  # its tickets of the last hour changed
+    buffer.add("ticket", {**values, "id": ticket_id}, new.requester)  # their last hour
     if new.requester:
         buffer.add("participant", {"ticket_id": ticket_id, "address": new.requester,
                                    "name": new.requester_name, "role": "requester"})
