@@ -6,19 +6,21 @@ customer-controlled text can inject a header (DESIGN invariant 5).
 
 from __future__ import annotations
 
+import base64
 import email.policy
 import email.utils
 import random
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import encoders
 from email.header import Header
+from email.message import Message
 from email.mime.base import MIMEBase
 from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from typing import Any
 
 from maildesk.core.render import RenderedMail
@@ -42,13 +44,15 @@ class InlineImage:
     subtype: str = "png"
 
 
-_UNSAFE = frozenset("\r\n\x00")
+# CR, LF, NUL or any whitespace (re's \s is str.isspace); in a Message-ID also < and >.
+_UNSAFE = re.compile(r"[\r\n\x00\s]")
+_UNSAFE_ID = re.compile(r"[\r\n\x00\s<>]")
 
 
 def _address(addr: str, name: str = "") -> str:
     """One address for a header; refuses anything that could break out of the header."""
     local, at, domain = addr.partition("@")
-    if not at or not local or not domain or any(c in _UNSAFE or c.isspace() for c in addr):
+    if not at or not local or not domain or _UNSAFE.search(addr):
         raise ValueError(f"not a safe address: {addr!r}")
     name = " ".join(name.split())
     if not name:
@@ -131,7 +135,7 @@ def _mime_tree(
     images as a multipart/related), inside a multipart/mixed when files go with it."""
     body_part = _multipart("alternative")
     body_part.attach(_text_part(body.text, "plain"))
-    html_part: MIMEText | MIMEMultipart = _text_part(body.html, "html")
+    html_part: Message = _text_part(body.html, "html")
     if inline:
         html_part = _multipart("related")
         html_part.attach(_text_part(body.html, "html"))
@@ -170,14 +174,21 @@ def _multipart(subtype: str) -> MIMEMultipart:
     return MIMEMultipart(subtype, boundary="=" * 15 + f"{random.randrange(sys.maxsize):019d}==")
 
 
-def _text_part(text: str, subtype: str) -> MIMEText:
-    return MIMEText(text, subtype, "utf-8")  # base64: quoted-printable is pure Python, slow
+def _text_part(text: str, subtype: str) -> Message:
+    """What MIMEText(text, subtype, "utf-8") makes, byte for byte, without its header
+    parameter parsing: UTF-8, base64 (quoted-printable is pure Python, slow)."""
+    part = Message()
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["MIME-Version"] = "1.0"
+    part["Content-Transfer-Encoding"] = "base64"
+    part.set_payload(base64.encodebytes(text.encode("utf-8")).decode("ascii"))
+    return part
 
 
 def _attachment(filename: str, content_type: str, payload: bytes) -> MIMEBase:
     """The customer's or staff's file, byte for byte (base64); the name is only a name."""
     maintype, _, subtype = content_type.partition("/")
-    if not maintype or not subtype or any(c in _UNSAFE or c.isspace() for c in content_type):
+    if not maintype or not subtype or _UNSAFE.search(content_type):
         maintype, subtype = "application", "octet-stream"
     part = MIMEBase(maintype, subtype)
     part.set_payload(payload)
@@ -196,6 +207,6 @@ def _inline_image(image: InlineImage) -> MIMEImage:
 
 
 def _checked_id(value: str) -> str:
-    if not value or any(c in _UNSAFE or c.isspace() or c in "<>" for c in value):
+    if not value or _UNSAFE_ID.search(value):
         raise ValueError(f"not a safe Message-ID: {value!r}")
     return value
