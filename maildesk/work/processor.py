@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from asyncio import FIRST_COMPLETED
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -26,10 +25,11 @@ from sqlmodel import Session, col, select
 from maildesk.config.runtime import Runtime
 from maildesk.core.parse import InboundMail
 from maildesk.metrics import Metrics
-from maildesk.storage import facts, pending
+from maildesk.storage import facts, pending, prefetch
 from maildesk.storage.db import is_postgres, read_only
 from maildesk.storage.models import Inbound
 from maildesk.work.handle import KnownKeys, NotifyPolicy, Tools, handle
+from maildesk.work.inflight import Inflight
 from maildesk.work.parsepool import ParseFailure, ParserPool
 from maildesk.work.spamlearn import Lesson, SureLearner
 from maildesk.worker import Worker
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH = 100  # mails read (and sent to the parsers) together
-AHEAD_MAILS = 2 * BATCH  # read more while fewer than this wait to be committed ...
-AHEAD_BYTES = 32 * 1024 * 1024  # ... and they are smaller than this (huge mails)
 READY_GRACE = 0.05  # seconds to let the rest of a batch finish parsing, for one commit
 COMMIT_EVERY = 50  # mails per transaction: one fsync; the write lock is held ~50 ms at most
 MAX_ATTEMPTS = 3
@@ -83,6 +81,34 @@ def _chunk_session(engine: Engine) -> Session:
     return session
 
 
+def _inbound_rows(session: Session, ids: list[int]) -> dict[int | None, Inbound]:
+    """The chunk's rows still `new` (locked on PostgreSQL; another instance's are skipped)."""
+    return {
+        row.id: row
+        for row in session.exec(
+            select(Inbound)
+            .options(defer(Inbound.raw))  # type: ignore[arg-type]  # the parse has the bytes
+            .where(col(Inbound.id).in_(ids), Inbound.status == "new")
+            .with_for_update(skip_locked=True)
+        )
+    }
+
+
+def _read_ahead(
+    session: Session, parsed: Sequence[InboundMail | ParseFailure], runtime: Runtime,
+    now: datetime,
+) -> KnownKeys:
+    """Before the chunk's first mail: which of its mails are stored already, and what
+    the others will ask (maildesk.storage.prefetch)."""
+    mails = [p for p in parsed if isinstance(p, InboundMail)]
+    known = _known_keys(session, mails)
+    prefetch.prefetch_chunk(
+        session, [m for m in mails if m.dedupe_key not in known.stored],
+        [member.email for member in runtime.rules.staff], now,
+    )
+    return known
+
+
 def _known_keys(session: Session, mails: Sequence[InboundMail]) -> KnownKeys:
     """Look up in one query the dedupe keys that occur once in a chunk (a key that occurs
     twice is looked up when its turn comes, after the first one was stored)."""
@@ -91,73 +117,6 @@ def _known_keys(session: Session, mails: Sequence[InboundMail]) -> KnownKeys:
     if not once:
         return KnownKeys()
     return KnownKeys(once, facts.stored_dedupe_keys(session, sorted(once)))
-
-
-_MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
-
-
-def raw_message_id(raw: bytes) -> str | None:
-    """The Message-ID of a mail not parsed yet (header section only; None if absent)."""
-    ends = [e for e in (raw.find(b"\n\n"), raw.find(b"\r\n\r\n")) if e >= 0]
-    found = _MESSAGE_ID_RE.search(raw[: min(ends) if ends else 65536])
-    return found.group(1).decode("ascii", "replace") if found else None
-
-
-def _replies_to(parsed: InboundMail | ParseFailure, parsing: dict[str, int], me: int) -> bool:
-    """True while a mail that arrived before this one, and that this one answers, is
-    still being parsed: this one waits, so it finds the original's ticket."""
-    if isinstance(parsed, ParseFailure):
-        return False
-    refs = (*parsed.in_reply_to, *parsed.references)
-    return any(parsing.get(ref, me) < me for ref in refs)
-
-
-class _Inflight:
-    """The rows being parsed or waiting for their commit, in arrival order."""
-
-    def __init__(self) -> None:
-        self.after = 0  # the last row id read
-        self.waiting: list[int] = []
-        self.bytes = 0  # of the waiting mails
-        self._sizes: dict[int, int] = {}
-        self._parses: dict[int, asyncio.Future[InboundMail | ParseFailure]] = {}
-        self._message_ids: dict[int, str | None] = {}
-
-    def add(self, rows: list[tuple[int, bytes]], parser: ParserPool) -> None:
-        for i, raw in rows:
-            self._parses[i] = asyncio.ensure_future(parser.parse(raw))
-            self._message_ids[i] = raw_message_id(raw)
-            self._sizes[i] = len(raw)
-            self.bytes += len(raw)
-            self.waiting.append(i)
-            self.after = i
-
-    def wants_more(self) -> bool:
-        return len(self.waiting) < AHEAD_MAILS and self.bytes < AHEAD_BYTES
-
-    def ready(self, limit: int) -> list[tuple[int, InboundMail | ParseFailure]]:
-        """At most `limit` parsed rows that may be committed now (taken out of `waiting`)."""
-        parsing = {
-            mid: i
-            for i in self.waiting
-            if not self._parses[i].done() and (mid := self._message_ids[i]) is not None
-        }
-        ready = [
-            i
-            for i in self.waiting
-            if self._parses[i].done() and not _replies_to(self._parses[i].result(), parsing, i)
-        ][:limit]
-        taken = set(ready)
-        self.waiting = [i for i in self.waiting if i not in taken]
-        return [(i, self._take(i)) for i in ready]
-
-    def unfinished(self) -> list[asyncio.Future[InboundMail | ParseFailure]]:
-        return [self._parses[i] for i in self.waiting if not self._parses[i].done()]
-
-    def _take(self, i: int) -> InboundMail | ParseFailure:
-        del self._message_ids[i]
-        self.bytes -= self._sizes.pop(i)
-        return self._parses.pop(i).result()
 
 
 class Processor(Worker):
@@ -206,7 +165,7 @@ class Processor(Worker):
     async def _drain(self, progress: Callable[[int], None] | None) -> DrainStats:
         stats = DrainStats()
         loop = asyncio.get_running_loop()
-        inflight = _Inflight()
+        inflight = Inflight()
         exhausted = False  # the last look found no new row
         while True:
             # Keep the parsers a batch ahead of the commits: the next rows are read and
@@ -341,21 +300,8 @@ class Processor(Worker):
         """Not `careful`: any error propagates. `careful`: each mail in a SAVEPOINT, and
         a mail that fails is recorded as such. The inbound rows are read in one query
         and their results written in one executemany."""
-        rows = {
-            row.id: row
-            for row in session.exec(
-                select(Inbound)
-                .options(defer(Inbound.raw))  # type: ignore[arg-type]  # the parse has the bytes
-                .where(col(Inbound.id).in_([i for i, _ in items]), Inbound.status == "new")
-                .with_for_update(skip_locked=True)
-            )
-        }
-        mails = [p for _, p in items if isinstance(p, InboundMail)]
-        known = _known_keys(session, mails)
-        facts.prefetch_chunk(
-            session, [m for m in mails if m.dedupe_key not in known.stored],
-            [member.email for member in runtime.rules.staff], now,
-        )
+        rows = _inbound_rows(session, [i for i, _ in items])
+        known = _read_ahead(session, [p for _, p in items], runtime, now)
         tools = Tools(runtime, spam_filter, self._notify, known, lessons)
         results: list[tuple[str, int | None]] = []
         finished: list[dict[str, object]] = []

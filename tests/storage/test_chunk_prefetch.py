@@ -1,5 +1,5 @@
 """A chunk of mails reads its senders' facts and the staff's notification counts once,
-before its first mail (maildesk.storage.facts.prefetch_chunk). The guards must see
+before its first mail (maildesk.storage.prefetch.prefetch_chunk). The guards must see
 exactly what they saw when each mail asked for itself: what earlier mails of the same
 chunk wrote, and what was stored before it."""
 
