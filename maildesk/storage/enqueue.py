@@ -220,10 +220,11 @@ def _notified(
     since = now - timedelta(hours=1)
     counts: list[tuple[str, str, int, int]] = []  # (rcpt, kind, in all, about this ticket)
     previous: list[tuple[tuple[int, int], str, str]] = []  # (stored 0 / added 1, order)
-    added = _known_notified(session, staff, now) if new_ticket else None
-    if added is not None:
-        known = session.info[_PREFETCHED]
-        counts.extend((rcpt, kind, n, 0) for rcpt, kind, n in known.counts if rcpt in staff)
+    wanted = set(staff)
+    known = _known_notified(session, wanted, now) if new_ticket else None
+    if known is not None:
+        stored, added = known
+        counts.extend((rcpt, kind, n, 0) for rcpt, kind, n in stored if rcpt in wanted)
     else:
         added = pending(session).waiting("outbox")
         for tag, rcpt, kind, count, on_ticket, message_id, outbox_id in session.exec(
@@ -234,7 +235,6 @@ def _notified(
                 counts.append((rcpt, kind, int(count), int(on_ticket or 0)))
             else:
                 previous.append(((0, int(outbox_id)), rcpt, message_id))
-    wanted = set(staff)
     for row in added:
         if row["rcpt"] in wanted and row["kind"] in _KINDS and row["created_at"] >= since:
             counts.append((row["rcpt"], row["kind"], 1, int(row["ticket_id"] == ticket_id)))
@@ -278,13 +278,15 @@ def prefetch_notified(session: Session, staff: Sequence[str], now: datetime) -> 
 
 
 def _known_notified(
-    session: Session, staff: Sequence[str], now: datetime
-) -> list[dict[str, Any]] | None:
-    """The outbox rows the transaction added since the prefetch, if it still holds."""
+    session: Session, staff: set[str], now: datetime
+) -> tuple[tuple[tuple[str, str, int], ...], list[dict[str, Any]]] | None:
+    """What the prefetch read, and the outbox rows the transaction added since, if it
+    still holds for these staff now."""
     known = session.info.get(_PREFETCHED)
-    if not isinstance(known, _Notified) or known.now != now or not known.rcpts >= set(staff):
+    log = pending(session).outbox_log
+    if not isinstance(known, _Notified) or known.now != now or not known.rcpts >= staff:
         return None
-    return pending(session).outbox_log
+    return None if log is None else (known.counts, log)
 
 
 def _recent(counts: Sequence[tuple[str, str, int, int]]) -> Recent:

@@ -21,6 +21,7 @@ from maildesk.core.identity import Identity
 from maildesk.core.parse import InboundMail
 from maildesk.core.sla import SlaConfig
 from maildesk.core.tid import format_tid
+from maildesk.storage.db import is_postgres
 from maildesk.storage.enqueue import kv_set, queue_alerts, queue_mails
 from maildesk.storage.models import KV, Inbound, Message, Participant, Suppression, Ticket
 from maildesk.storage.models import Attachment as AttachmentRow
@@ -121,7 +122,7 @@ def new_ticket_id(session: Session) -> int:
     buffer = pending(session)
     if not buffer.ticket_ids:
         wanted = max(buffer.tickets_expected, 1)
-        if session.get_bind().dialect.name == "postgresql":
+        if is_postgres(session.get_bind()):
             rows = session.connection().execute(_NEXT_IDS, {"n": wanted})
             buffer.ticket_ids = [int(i) for (i,) in rows]
         else:

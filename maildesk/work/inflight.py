@@ -11,9 +11,10 @@ import re
 from maildesk.core.parse import InboundMail
 from maildesk.work.parsepool import ParseFailure, ParserPool
 
-# The pipeline reads more while fewer mails than this wait for their commit (two of its
-# batches) and they are smaller than this in all (huge mails).
-AHEAD_MAILS = 200
+BATCH = 100  # mails the pipeline reads (and sends to the parsers) together
+# It reads more while fewer mails than this wait for their commit (two batches) and
+# they are smaller than this in all (huge mails).
+AHEAD_MAILS = 2 * BATCH
 AHEAD_BYTES = 32 * 1024 * 1024
 
 
@@ -42,8 +43,7 @@ class Inflight:
     def __init__(self) -> None:
         self.after = 0  # the last row id read
         self.waiting: list[int] = []
-        self.bytes = 0  # of the waiting mails
-        self._sizes: dict[int, int] = {}
+        self._sizes: dict[int, int] = {}  # of the waiting mails
         self._parses: dict[int, asyncio.Future[InboundMail | ParseFailure]] = {}
         self._message_ids: dict[int, str | None] = {}
 
@@ -52,12 +52,11 @@ class Inflight:
             self._parses[i] = asyncio.ensure_future(parser.parse(raw))
             self._message_ids[i] = raw_message_id(raw)
             self._sizes[i] = len(raw)
-            self.bytes += len(raw)
             self.waiting.append(i)
             self.after = i
 
     def wants_more(self) -> bool:
-        return len(self.waiting) < AHEAD_MAILS and self.bytes < AHEAD_BYTES
+        return len(self.waiting) < AHEAD_MAILS and sum(self._sizes.values()) < AHEAD_BYTES
 
     def ready(self, limit: int) -> list[tuple[int, InboundMail | ParseFailure]]:
         """At most `limit` parsed rows that may be committed now (taken out of `waiting`)."""
@@ -80,5 +79,5 @@ class Inflight:
 
     def _take(self, i: int) -> InboundMail | ParseFailure:
         del self._message_ids[i]
-        self.bytes -= self._sizes.pop(i)
+        del self._sizes[i]
         return self._parses.pop(i).result()

@@ -29,7 +29,7 @@ from maildesk.storage import facts, pending, prefetch
 from maildesk.storage.db import is_postgres, read_only
 from maildesk.storage.models import Inbound
 from maildesk.work.handle import KnownKeys, NotifyPolicy, Tools, handle
-from maildesk.work.inflight import Inflight
+from maildesk.work.inflight import BATCH, Inflight
 from maildesk.work.parsepool import ParseFailure, ParserPool
 from maildesk.work.spamlearn import Lesson, SureLearner
 from maildesk.worker import Worker
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BATCH = 100  # mails read (and sent to the parsers) together
 READY_GRACE = 0.05  # seconds to let the rest of a batch finish parsing, for one commit
 COMMIT_EVERY = 50  # mails per transaction: one fsync; the write lock is held ~50 ms at most
 MAX_ATTEMPTS = 3
