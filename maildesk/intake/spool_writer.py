@@ -9,9 +9,10 @@ import asyncio
 import itertools
 import logging
 import secrets
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,36 +43,45 @@ class _Pending:
 
 class SpoolWriter:
     """Appends records to this process's own segments, in groups, one fdatasync each.
-    `on_durable(segment)` is called on the loop after each group is durable."""
+    `on_durable(segment)` is called on the loop after each group is durable.
+
+    One thread writes: it takes every mail waiting (up to the caps) as a group, appends
+    and syncs it, and hands the group back to the loop in one call. While it syncs, the
+    loop reads the next mails, which form the next group."""
 
     def __init__(self, directory: Path, on_durable: Callable[[Segment], None]) -> None:
         self.directory = directory
         self._on_durable = on_durable
-        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()  # None: stop
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-write")
+        self._waiting: deque[_Pending] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._active: Segment | None = None
         self.instance = f"{int(time.time()):08x}{secrets.token_hex(4)}"
         self._seq = itertools.count(1)
         self._numbers = itertools.count(1)
-        self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._size = (0.0, 0)  # (monotonic time, bytes): the spool's size, looked at lately
 
     def start(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="spool-writer")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="spool-write", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
         """Write what is queued, then end; the last segment is sealed (never appended to
         again), and stays until replayed."""
-        if self._task is not None:
-            self._closing = True
-            self._queue.put_nowait(None)
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        thread = self._thread
+        if thread is not None:
+            with self._wake:
+                self._closing = True
+                self._wake.notify()
+            await asyncio.to_thread(thread.join)
+            await asyncio.sleep(0)  # the last groups' callbacks run
+            self._thread = None
         if self._active is not None:
             self._active.seal()
-        self._thread.shutdown(wait=True)
 
     async def write(
         self,
@@ -89,14 +99,17 @@ class SpoolWriter:
         self, raw: bytes, source: str, envelope_from: str | None, envelope_to: Sequence[str]
     ) -> tuple[str, asyncio.Future[None]]:
         """Queue one mail for the next group: its key and a future set once durable."""
-        if self._closing or self._task is None or self._task.done():
+        if self._closing or self._thread is None or not self._thread.is_alive():
             raise RuntimeError("spool writer is not running")
         self._check_size()
         key = f"{self.instance}-{next(self._seq)}"
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         sender = None if envelope_from is None else _text(envelope_from, 500)
         to = _text(",".join(envelope_to), 1_000_000)
-        self._queue.put_nowait(_Pending(key, raw, _text(source, 200), sender, to, future))
+        item = _Pending(key, raw, _text(source, 200), sender, to, future)
+        with self._wake:
+            self._waiting.append(item)
+            self._wake.notify()
         return key, future
 
     def _check_size(self) -> None:
@@ -117,52 +130,56 @@ class SpoolWriter:
         if size > MAX_SPOOL_BYTES:
             raise SpoolFull("the spool is full: the database is not taking mail")
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = False
-        while not last:
-            group, last = await self._take_group()
+    def _run(self) -> None:
+        """The writer thread: a group at a time until the stop, then what is left."""
+        assert self._loop is not None
+        while True:
+            group = self._take_group()
             if not group:
-                continue
+                return
             try:
-                segment = await self._segment(loop)
-                segment.end = await loop.run_in_executor(self._thread, _append, segment, group)
+                segment = self._segment()
+                segment.end = _append(segment, group)
             except Exception as exc:
                 log.error("spool: could not store %d mail(s): %s", len(group), exc)
                 if self._active is not None:
                     self._active.seal()  # nothing after its durable end is trusted
                     self._active = None
-                _fail(group, exc)
+                self._loop.call_soon_threadsafe(_fail, group, exc)
                 continue
-            self._on_durable(segment)
-            for item in group:
-                if not item.future.done():
-                    item.future.set_result(None)
+            self._loop.call_soon_threadsafe(self._durable, segment, group)
 
-    async def _take_group(self) -> tuple[list[_Pending], bool]:
-        """Every mail waiting (up to the caps) for one write; True: the stop came."""
-        first = await self._queue.get()
-        if first is None:
-            return [], True
-        group, size = [first], len(first.raw)
-        while len(group) < MAX_GROUP and size < MAX_GROUP_BYTES and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is None:
-                return group, True
-            group.append(item)
-            size += len(item.raw)
-        return group, False
+    def _take_group(self) -> list[_Pending]:
+        """Every mail waiting (up to the caps) for one write; [] once stopped and empty."""
+        with self._wake:
+            while not self._waiting and not self._closing:
+                self._wake.wait()
+            group: list[_Pending] = []
+            size = 0
+            while self._waiting and len(group) < MAX_GROUP and size < MAX_GROUP_BYTES:
+                item = self._waiting.popleft()
+                group.append(item)
+                size += len(item.raw)
+            return group
 
-    async def _segment(self, loop: asyncio.AbstractEventLoop) -> Segment:
-        """The segment to append to: a new one when there is none or it is full."""
+    def _segment(self) -> Segment:
+        """In the writer thread: the segment to append to, a new one when there is none
+        or it is full."""
         active = self._active
         if active is not None and not active.sealed and active.end < SEGMENT_BYTES:
             return active
         if active is not None:
             active.seal()
         path = self.directory / f"{self.instance}-{next(self._numbers):06d}{SUFFIX}"
-        self._active = await loop.run_in_executor(self._thread, Segment.create, path)
+        self._active = Segment.create(path)
         return self._active
+
+    def _durable(self, segment: Segment, group: list[_Pending]) -> None:
+        """On the loop: report the segment's new end, then answer the group."""
+        self._on_durable(segment)
+        for item in group:
+            if not item.future.done():
+                item.future.set_result(None)
 
 
 def _append(segment: Segment, group: list[_Pending]) -> int:
