@@ -77,8 +77,9 @@ class SpoolWriter:
             with self._wake:
                 self._closing = True
                 self._wake.notify()
+            # The thread's last answers were queued on the loop before the join returns,
+            # so they have run by the time this await does.
             await asyncio.to_thread(thread.join)
-            await asyncio.sleep(0)  # the last groups' callbacks run
             self._thread = None
         if self._active is not None:
             self._active.seal()
