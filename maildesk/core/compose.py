@@ -102,25 +102,30 @@ def compose(
     """
     domain = from_addr.partition("@")[2] or "localhost"
     msg_id = message_id or new_message_id(domain)
-    msg = _mime_tree(body, attachments, inline)
-    msg["From"] = _address(from_addr, from_name)
-    msg["To"] = ", ".join(_address(a) for a in to)
+    headers = [("From", _address(from_addr, from_name)), ("To", ", ".join(_address(a) for a in to))]
     if cc:
-        msg["Cc"] = ", ".join(_address(a) for a in cc)
-    msg["Subject"] = _header_text(subject, "Subject")
-    msg["Date"] = email.utils.format_datetime(now)
-    msg["Message-ID"] = f"<{_checked_id(msg_id)}>"
+        headers.append(("Cc", ", ".join(_address(a) for a in cc)))
+    headers += [
+        ("Subject", _header_text(subject, "Subject")),
+        ("Date", email.utils.format_datetime(now)),
+        ("Message-ID", f"<{_checked_id(msg_id)}>"),
+    ]
     if in_reply_to:
-        msg["In-Reply-To"] = f"<{_checked_id(in_reply_to)}>"
+        headers.append(("In-Reply-To", f"<{_checked_id(in_reply_to)}>"))
     refs = [r for r in dict.fromkeys([*references, *([in_reply_to] if in_reply_to else [])]) if r]
     if refs:
-        msg["References"] = " ".join(f"<{_checked_id(r)}>" for r in refs[-20:])
+        headers.append(("References", " ".join(f"<{_checked_id(r)}>" for r in refs[-20:])))
     if reply_to:
-        msg["Reply-To"] = _address(reply_to, from_name)
+        headers.append(("Reply-To", _address(reply_to, from_name)))
     if automatic:
-        msg["Auto-Submitted"] = auto_submitted  # RFC 3834
-        msg["X-Auto-Response-Suppress"] = "All"  # Exchange: do not answer with OOF
-    raw = msg.as_bytes(policy=_SMTP_COMPAT)
+        headers.append(("Auto-Submitted", auto_submitted))  # RFC 3834
+        headers.append(("X-Auto-Response-Suppress", "All"))  # Exchange: do not answer with OOF
+    raw = None if attachments or inline else _flat_alternative(headers, body)
+    if raw is None:
+        msg = _mime_tree(body, attachments, inline)
+        for name, value in headers:
+            msg[name] = value
+        raw = msg.as_bytes(policy=_SMTP_COMPAT)
     return OutgoingMail(
         message_id=msg_id, mail_from=from_addr, recipients=(*to, *cc), raw=raw
     )
@@ -156,22 +161,69 @@ class _SmtpCompat32(email.policy.Compat32):
     written as it is: what the Header folding makes of it, without its cost."""
 
     def fold_binary(self, name: str, value: Any) -> bytes:
-        limit = self.max_line_length or 78
-        if (isinstance(value, str) and value.isascii() and len(name) + 2 + len(value) <= limit
-                and "\r" not in value and "\n" not in value):
-            return f"{name}: {value}{self.linesep}".encode("ascii")
+        if isinstance(value, str) and _fits(name, value):
+            return f"{name}: {value}\r\n".encode("ascii")
         folded: bytes = super().fold_binary(name, value)
         return folded
 
 
-_SMTP_COMPAT = _SmtpCompat32(linesep="\r\n")
+_SMTP_COMPAT = _SmtpCompat32(linesep="\r\n", max_line_length=78)
+
+
+def _fits(name: str, value: str) -> bool:
+    """A header compat32 writes as it is: ASCII, one line, within 78 characters."""
+    return (value.isascii() and len(name) + 2 + len(value) <= 78
+            and "\r" not in value and "\n" not in value)
+
+
+def _folded(name: str, value: str) -> str | None:
+    """The header line(s) compat32 writes for `value`, when it keeps them as they are:
+    one line that fits, or what Header.encode folded (RFC 2047 words, each continuation
+    line starting with one space) with every line within 78 characters. None: ask it."""
+    if _fits(name, value):
+        return f"{name}: {value}\r\n"
+    first, *rest = value.split("\n")
+    if (not rest or not _fits(name, first) or "\r" in value or not value.isascii()
+            or not all(line[:1] == " " and line[1:2] not in (" ", "") and len(line) <= 78
+                       and not line.endswith(" ") for line in rest)):
+        return None
+    return f"{name}: {value}\r\n".replace("\n", "\r\n").replace("\r\r\n", "\r\n")
+
+
+def _boundary() -> str:
+    """A multipart boundary short enough that its Content-Type fits one line. Every part
+    below it is base64 (no line can start with "--"), so the generator need not search
+    the parts for it (a regex compiled per boundary)."""
+    return f"=_{random.randrange(sys.maxsize):019d}_="
 
 
 def _multipart(subtype: str) -> MIMEMultipart:
-    """A multipart with its boundary chosen here, in the generator's own form: every part
-    below it is base64 (no line can start with "--"), so the generator need not search
-    the parts for it (a regex compiled per boundary)."""
-    return MIMEMultipart(subtype, boundary="=" * 15 + f"{random.randrange(sys.maxsize):019d}==")
+    return MIMEMultipart(subtype, boundary=_boundary())
+
+
+def _flat_alternative(headers: Sequence[tuple[str, str]], body: RenderedMail) -> bytes | None:
+    """The bytes the generator writes for `_mime_tree(body)` with these headers, written
+    directly (the generator is most of the cost of a confirmation); None when a header
+    needs folding, which is left to the generator. tests/core/test_compose.py holds the
+    two byte for byte equal."""
+    lines = [_folded(name, value) for name, value in headers]
+    if None in lines:
+        return None
+    boundary = _boundary()
+    head = "".join(line for line in lines if line is not None)
+    parts = (_flat_text(body.text, "plain"), _flat_text(body.html, "html"))
+    return (
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\nMIME-Version: 1.0\r\n'
+        f"{head}\r\n--{boundary}\r\n{parts[0]}\r\n--{boundary}\r\n{parts[1]}"
+        f"\r\n--{boundary}--\r\n"
+    ).encode("ascii")
+
+
+def _flat_text(text: str, subtype: str) -> str:
+    """`_text_part(text, subtype)` as the generator writes it, CRLF line ends."""
+    payload = base64.encodebytes(text.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+    return (f'Content-Type: text/{subtype}; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
+            f"Content-Transfer-Encoding: base64\r\n\r\n{payload}")
 
 
 def _text_part(text: str, subtype: str) -> Message:
