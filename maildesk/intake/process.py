@@ -175,11 +175,18 @@ class IntakeProcess:
 
 
 def _yield_cpu_to_intake() -> None:
-    """The rest of the daemon (the pipeline, its parse workers, the outbox: threads and
-    processes started from here on) runs at a lower CPU priority than the intake, so that
-    a burst of mail is answered first and processed right after."""
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + PIPELINE_NICE)
+    """The rest of the daemon (the pipeline, its parse workers, the outbox) runs at a
+    lower CPU priority than the intake, so that a burst of mail is answered first and
+    processed right after. Linux keeps a nice value per thread: every thread running
+    now (an executor's, a library's) is lowered too, and those started later inherit it."""
+    lowered = os.getpriority(os.PRIO_PROCESS, 0) + PIPELINE_NICE
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # not Linux: the process
+        threads = [0]
+    for tid in threads:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, max(lowered, os.getpriority(os.PRIO_PROCESS, tid)))
 
 
 # -- the child ----------------------------------------------------------------------------

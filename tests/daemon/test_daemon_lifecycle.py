@@ -256,3 +256,46 @@ def test_healthz_shows_the_imap_pollers(start_daemon: Callable[..., Daemon]) -> 
     body = wait_for(health, timeout=60)
     assert body["status"] == "degraded"
     assert body["imap"][0]["mailbox"] == f"support@127.0.0.1:{closed}/INBOX"  # type: ignore[index]
+
+
+def _nice(pid: int, tid: int) -> int:
+    """A thread's nice value (Linux keeps one per thread): field 19 of its stat."""
+    stat_line = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    return int(stat_line.rsplit(")", 1)[1].split()[16])
+
+
+def _threads(pid: int) -> list[int]:
+    return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for tid in _threads(pid):
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return found
+
+
+@SQLITE_ONLY
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux: nice per thread")
+def test_the_whole_daemon_yields_the_cpu_to_the_smtp_intake(
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """Under a burst, answering SMTP comes first: every thread of the daemon (those its
+    libraries and executors started before it lowered itself included) and its parse
+    workers run 19 nice steps below the intake process, which keeps the start value."""
+    d = start_daemon()
+    send(d.port, make_mail())
+    wait_for(lambda: d.scalar("select count(*) from ticket") == 1)
+    assert d.proc is not None
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # what the daemon was started with
+    kids = _children(d.proc.pid)
+    intake = [k for k in kids if b"maildesk.intake.process" in
+              Path(f"/proc/{k}/cmdline").read_bytes()]
+    assert len(intake) == 1
+    assert {_nice(intake[0], t) for t in _threads(intake[0])} == {base}
+    lowered = min(base + 19, 19)
+    for pid in [d.proc.pid, *(k for k in kids if k != intake[0])]:
+        for tid in _threads(pid):
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                assert _nice(pid, tid) == lowered, (pid, tid)
