@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READY_GRACE = 0.05  # seconds to let the rest of a batch finish parsing, for one commit
-COMMIT_EVERY = 50  # mails per transaction: one fsync; the write lock is held ~50 ms at most
+COMMIT_EVERY = 100  # mails per transaction: one fsync; SQLite's write lock is held ~100 ms at most
 MAX_ATTEMPTS = 3
 # PostgreSQL: an instance's claim on the `new` rows it parses. Only saves work: a row
 # whose claim ran out is parsed by another instance too, and still stored once.
