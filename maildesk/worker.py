@@ -57,11 +57,13 @@ class Worker:
         self.last_success = datetime.now(UTC)
         self.failures = 0
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, logged: bool = False) -> None:
+        """Count the failure for /healthz; `logged`: whoever raised it logged it already."""
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-        log.error("%s: round failed (retrying shortly): %s", self.name, self.last_error,
-                  exc_info=exc)
+        if not logged:
+            log.error("%s: round failed (retrying shortly): %s", self.name, self.last_error,
+                      exc_info=exc)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run_forever(), name=self.name)

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 Job = Callable[[], Awaitable[None]]
 
 
+class JobsFailed(Exception):
+    """Some of a run's jobs failed; each was logged, with its traceback, as it failed."""
+
+
 class Scheduler(Worker):
     name = "scheduler"
 
@@ -59,7 +63,7 @@ class Scheduler(Worker):
             try:
                 await job()
             except Exception as exc:  # the next run comes; the others run meanwhile
-                self.failed(exc)
+                self.failed(exc, logged=isinstance(exc, JobsFailed))
                 self._last[name]["last_error"] = self.last_error
             else:
                 self.succeeded()
@@ -81,6 +85,6 @@ def ticket_jobs(engine: Engine, runtime: Callable[[], Runtime]) -> Job:
                 log.exception("scheduler: %s failed; it runs again shortly", job.__name__)
                 failed.append(job.__name__)
         if failed:
-            raise RuntimeError(f"failed: {', '.join(failed)}")
+            raise JobsFailed(f"failed: {', '.join(failed)}")
 
     return run
