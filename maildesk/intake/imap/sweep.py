@@ -86,20 +86,7 @@ class Sweeper:
 
     async def sweep(self, session: ImapSession, full: bool) -> None:
         """The whole folder when `full`, else what is new, failing or still waiting."""
-        if full:
-            uidvalidity = await self._call(session.uidvalidity, self.mailbox.folder)
-            if uidvalidity != self.mb.uidvalidity:
-                raise ImapUnavailable(
-                    f"folder {self.mailbox.folder} was recreated (UIDVALIDITY changed); reselecting"
-                )
-            uids = await self._call(session.search_all)
-        else:
-            found = await self._call(session.search_after, self.mb.last_uid)
-            uids = sorted({*found, *self.mb.failures, *self.pending})
-        if full:  # forget mails someone else removed meanwhile
-            listed = set(uids)
-            for uid in [u for u in self.pending if u not in listed]:
-                del self.pending[uid]
+        uids = await self._listed(session, full)
         waiting = {u: self.pending[u] for u in uids if u in self.pending}
         if waiting:  # spooled earlier; look once whether the pipeline has finished them
             await self._settle(session, Spooled(sorted(waiting), waiting), wait=False)
@@ -115,8 +102,29 @@ class Sweeper:
         present = [u for u in todo if u in sizes]
         opts = self.options
         batches = plan_batches(present, sizes, opts.batch_mails, opts.batch_bytes)
-        if not batches:
-            return
+        if batches:
+            await self._ingest(session, batches)
+
+    async def _listed(self, session: ImapSession, full: bool) -> list[int]:
+        """The UIDs to look at: the whole folder (waiting mails someone else removed
+        meanwhile are forgotten), or what is new, failing or still waiting."""
+        if not full:
+            found = await self._call(session.search_after, self.mb.last_uid)
+            return sorted({*found, *self.mb.failures, *self.pending})
+        uidvalidity = await self._call(session.uidvalidity, self.mailbox.folder)
+        if uidvalidity != self.mb.uidvalidity:
+            raise ImapUnavailable(
+                f"folder {self.mailbox.folder} was recreated (UIDVALIDITY changed); reselecting"
+            )
+        uids: list[int] = await self._call(session.search_all)
+        listed = set(uids)
+        for uid in [u for u in self.pending if u not in listed]:
+            del self.pending[uid]
+        return uids
+
+    async def _ingest(self, session: ImapSession, batches: list[list[int]]) -> None:
+        """Fetch the next batch while this one is spooled; move each batch once the
+        pipeline has decided it, with at most SPOOLED_AHEAD batches waiting for that."""
         loop = asyncio.get_running_loop()
         prefetch = loop.run_in_executor(self._io, session.fetch, batches[0])
         unsettled: deque[Spooled] = deque()  # spooled, verdicts not taken yet, oldest first
