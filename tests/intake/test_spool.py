@@ -172,3 +172,47 @@ def test_sigkill_after_the_spool_fsync_before_the_database_loses_nothing(
     assert not list(spool_dir(data_dir).glob("*.bad"))
     assert "replaying 1 segment(s)" in daemon.log() or "replaying 2 segment(s)" in daemon.log()
     assert os.stat(spool_dir(data_dir)).st_mode & 0o777 == 0o700
+
+
+def test_a_burst_is_replayed_in_few_transactions_and_every_mail_once(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mails arriving while a replay transaction ran wait for the next round, at most
+    ROUND_SECONDS later, and go in together: a burst costs the database a few
+    transactions (and fsyncs), not one per group the spool wrote."""
+    from maildesk.intake import spool_replay
+
+    transactions: list[int] = []
+    real_store = spool_replay.store
+
+    def counted(engine: Engine, records: list[Record]) -> dict[str, int]:
+        transactions.append(len(records))
+        return real_store(engine, records)
+
+    monkeypatch.setattr(spool_replay, "store", counted)
+    loop_time: list[float] = []
+
+    async def run() -> list[int]:
+        spool = Spool(engine, directory=tmp_path / "spool")
+        spool.start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiting = []
+        for wave in range(50):  # 50 waves of 8 mails, 2 ms apart
+            waiting += [
+                asyncio.ensure_future(spool.accept(
+                    make_mail(subject=f"burst {wave}.{i}", message_id=f"<b{wave}.{i}@x>"),
+                    "smtp", f"c{i}@example.org", ["support@localhost"]))
+                for i in range(8)
+            ]
+            await asyncio.sleep(0.002)
+        ids = await asyncio.gather(*waiting)
+        loop_time.append(loop.time() - started)
+        await spool.stop(timeout=10)
+        return ids
+
+    ids = asyncio.run(run())
+    assert len(set(ids)) == 400 and sum(transactions) == 400
+    assert len(_stored(engine)) == 400
+    rounds_allowed = loop_time[0] / spool_replay.ROUND_SECONDS + 2
+    assert len(transactions) <= rounds_allowed, (transactions, loop_time)
