@@ -1,7 +1,4 @@
-"""Replay spool segments into the inbound table, idempotently, in big batches: at most
-one transaction per ROUND_SECONDS, so that under a burst what the intake wrote
-meanwhile goes in together (on PostgreSQL the server's CPU, which nice does not
-reach, is what the intake competes with).
+"""Replay spool segments into the inbound table, idempotently, in big batches.
 
 Each record carries a spool key unique across instances and restarts; the insert is
 ``ON CONFLICT (spool_key) DO NOTHING``, so a segment replayed twice (a crash after the
@@ -35,7 +32,6 @@ log = logging.getLogger(__name__)
 
 BATCH_RECORDS = 500  # per transaction
 BATCH_BYTES = 16 * 1024 * 1024
-ROUND_SECONDS = 0.05  # at most one replay transaction per this, per process
 SCAN_SECONDS = 5.0  # idle: look for segments a process that is gone left behind
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # while the database refuses; then 30 s
 
@@ -105,7 +101,6 @@ class Replayer:
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-replay")
         self._failures = 0
-        self._last_round = float("-inf")  # loop.time() of the last replay transaction
         self.replayed = 0
 
     def add(self, segment: Segment) -> None:
@@ -165,10 +160,6 @@ class Replayer:
                     if not self._wake.is_set():
                         self.adopt_orphans()  # a few stat/flock calls
                 continue
-            wait = self._last_round + ROUND_SECONDS - loop.time()
-            if wait > 0:  # a burst: what arrives meanwhile goes in the same transaction
-                await asyncio.sleep(wait)
-            self._last_round = loop.time()
             start, end = segment.replayed, segment.end
             done = await loop.run_in_executor(self._executor, self._replay, segment, start, end)
             if done.error is not None:
