@@ -179,7 +179,8 @@ def _fits(name: str, value: str) -> bool:
 def _folded(name: str, value: str) -> str | None:
     """The header line(s) compat32 writes for `value`, when it keeps them as they are:
     one line that fits, or what Header.encode folded (RFC 2047 words, each continuation
-    line starting with one space) with every line within 78 characters. None: ask it."""
+    line starting with one space) with every line within 78 characters. None: the
+    generator decides (it would fold it again)."""
     if _fits(name, value):
         return f"{name}: {value}\r\n"
     first, *rest = value.split("\n")
@@ -187,7 +188,7 @@ def _folded(name: str, value: str) -> str | None:
             or not all(line[:1] == " " and line[1:2] not in (" ", "") and len(line) <= 78
                        and not line.endswith(" ") for line in rest)):
         return None
-    return f"{name}: {value}\r\n".replace("\n", "\r\n").replace("\r\r\n", "\r\n")
+    return f"{name}: " + value.replace("\n", "\r\n") + "\r\n"
 
 
 def _boundary() -> str:
@@ -204,8 +205,8 @@ def _multipart(subtype: str) -> MIMEMultipart:
 def _flat_alternative(headers: Sequence[tuple[str, str]], body: RenderedMail) -> bytes | None:
     """The bytes the generator writes for `_mime_tree(body)` with these headers, written
     directly (the generator is most of the cost of a confirmation); None when a header
-    needs folding, which is left to the generator. tests/core/test_compose.py holds the
-    two byte for byte equal."""
+    needs folding, which is left to the generator. tests/core/test_text_parts.py holds
+    the two byte for byte equal."""
     lines = [_folded(name, value) for name, value in headers]
     if None in lines:
         return None

@@ -38,7 +38,7 @@ def make_engine(url: str) -> Engine:
         )
         # 32 prepared statements kept per connection (the sqlite3 default is 128): a
         # list of ids renders one statement per length, and 128 of those per pooled
-        # connection grew the daemon by ~15 MiB over its first 40,000 mails.
+        # connection grew the pipeline's process by ~15 MiB over its first 40,000 mails.
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 60, "cached_statements": 32},
