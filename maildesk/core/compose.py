@@ -162,7 +162,7 @@ class _SmtpCompat32(email.policy.Compat32):
 
     def fold_binary(self, name: str, value: Any) -> bytes:
         if isinstance(value, str) and _fits(name, value):
-            return f"{name}: {value}\r\n".encode("ascii")
+            return f"{name}: {value}{self.linesep}".encode("ascii")
         folded: bytes = super().fold_binary(name, value)
         return folded
 
@@ -222,20 +222,31 @@ def _flat_alternative(headers: Sequence[tuple[str, str]], body: RenderedMail) ->
 
 def _flat_text(text: str, subtype: str) -> str:
     """`_text_part(text, subtype)` as the generator writes it, CRLF line ends."""
-    payload = base64.encodebytes(text.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
-    return (f'Content-Type: text/{subtype}; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
-            f"Content-Transfer-Encoding: base64\r\n\r\n{payload}")
+    head = "".join(f"{name}: {value}\r\n" for name, value in _text_headers(subtype))
+    return f"{head}\r\n" + _base64(text).replace("\n", "\r\n")
 
 
 def _text_part(text: str, subtype: str) -> Message:
     """What MIMEText(text, subtype, "utf-8") makes, byte for byte, without its header
     parameter parsing: UTF-8, base64 (quoted-printable is pure Python, slow)."""
     part = Message()
-    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
-    part["MIME-Version"] = "1.0"
-    part["Content-Transfer-Encoding"] = "base64"
-    part.set_payload(base64.encodebytes(text.encode("utf-8")).decode("ascii"))
+    for name, value in _text_headers(subtype):
+        part[name] = value
+    part.set_payload(_base64(text))
     return part
+
+
+def _text_headers(subtype: str) -> tuple[tuple[str, str], ...]:
+    """A text part's headers, in MIMEText's order: both ways of writing a part use them."""
+    return (
+        ("Content-Type", f'text/{subtype}; charset="utf-8"'),
+        ("MIME-Version", "1.0"),
+        ("Content-Transfer-Encoding", "base64"),
+    )
+
+
+def _base64(text: str) -> str:
+    return base64.encodebytes(text.encode("utf-8")).decode("ascii")
 
 
 def _attachment(filename: str, content_type: str, payload: bytes) -> MIMEBase:
