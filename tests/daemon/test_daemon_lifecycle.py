@@ -24,6 +24,7 @@ from sqlmodel import Session
 
 from maildesk.storage.models import Outbox, utcnow
 from tests.conftest import Daemon, base_env, free_port, maildesk_cli, wait_for
+from tests.daemon.test_durability import _descendants
 from tests.mailkit import make_mail, send
 
 SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -268,14 +269,6 @@ def _threads(pid: int) -> list[int]:
     return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for tid in _threads(pid):
-        with contextlib.suppress(OSError):
-            found += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
-    return found
-
-
 @SQLITE_ONLY
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux: nice per thread")
 def test_the_whole_daemon_yields_the_cpu_to_the_smtp_intake(
@@ -289,7 +282,7 @@ def test_the_whole_daemon_yields_the_cpu_to_the_smtp_intake(
     wait_for(lambda: d.scalar("select count(*) from ticket") == 1)
     assert d.proc is not None
     base = os.getpriority(os.PRIO_PROCESS, 0)  # what the daemon was started with
-    kids = _children(d.proc.pid)
+    kids = _descendants(d.proc.pid)  # the intake, the forkserver and its parse workers
     intake = [k for k in kids if b"maildesk.intake.process" in
               Path(f"/proc/{k}/cmdline").read_bytes()]
     assert len(intake) == 1
