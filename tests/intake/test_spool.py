@@ -82,6 +82,28 @@ def test_a_torn_tail_is_reported_and_the_records_before_it_are_stored(
     assert segment.with_suffix(".bad").read_bytes().endswith(torn)  # kept for a human
 
 
+def test_zeros_after_the_last_record_are_the_end_but_zeros_before_one_are_damage(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer that died leaves its zeroed-ahead tail: replayed without a word. Zeros
+    where a record should be, with a record after them, are reported as damage."""
+    records = [encode(r) for r in _records(4)]
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    clean = directory / "00000001deadbeef-000001.seg"
+    clean.write_bytes(b"".join(records[:2]) + bytes(1 << 20))
+    holed = directory / "00000001deadbeef-000002.seg"
+    holed.write_bytes(records[2] + bytes(4096) + records[3] + bytes(100))
+    with caplog.at_level(logging.WARNING, logger="maildesk"):
+        _replay(engine, directory)
+    assert _stored(engine) == [f"test0001-{i}" for i in range(4)]
+    damage = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(damage) == 1, damage
+    assert f"{holed}: damaged record at byte {len(records[2])} (no record marker)" in damage[0]
+    assert f"intact records resume at byte {len(records[2]) + 4096}" in damage[0]
+    assert sorted(p.name for p in directory.iterdir()) == ["00000001deadbeef-000002.bad"]
+
+
 def test_a_corrupt_record_mid_file_loses_only_itself_and_replay_is_idempotent(
     engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -86,6 +86,30 @@ def test_a_stop_writes_what_was_queued_and_later_mail_is_refused(tmp_path: Path)
     assert _on_disk(tmp_path) == keys
 
 
+def test_the_file_is_zeroed_ahead_so_a_group_changes_no_file_size(tmp_path: Path) -> None:
+    """Groups are written over zeros laid ahead of them: the file's size does not move
+    with each group (so its fdatasync needs no filesystem journal commit), and the zeros
+    after the last record read as the end, not as damage."""
+    seen: list[tuple[int, int]] = []  # (durable end, file size) at each report
+
+    def durable(segment: Segment) -> None:
+        seen.append((segment.end, segment.path.stat().st_size))
+
+    async def run() -> None:
+        writer = SpoolWriter(tmp_path, durable)
+        writer.start()
+        for i in range(50):  # one at a time: 50 groups
+            await writer.write(make_mail(subject=f"mail {i}"), "smtp", "a@b.c", ["s@x"])
+        await writer.stop()
+
+    asyncio.run(run())
+    assert len(seen) == 50
+    sizes = {size for _, size in seen}
+    assert len(sizes) == 1, sizes  # zeroed once, ahead of all 50 groups
+    assert all(end < size for end, size in seen)
+    assert len(_on_disk(tmp_path)) == 50  # the zero tail is no damage
+
+
 _FAILING = textwrap.dedent(
     """
     import asyncio, resource, signal, sys
