@@ -247,11 +247,12 @@ def start_daemon(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Da
 class RelaySink:
     """A real SMTP relay on loopback (aiosmtpd) that records what it receives."""
 
-    def __init__(self, port: int, refuse_with: str | None = None) -> None:
+    def __init__(self, port: int, refuse_with: str | None = None, smtputf8: bool = False) -> None:
         from aiosmtpd.controller import Controller
 
         self.port = port
         self.received: list[tuple[str, list[str], bytes]] = []
+        self.mail_options: list[list[str]] = []  # of each received mail, in order
         sink = self
 
         class Handler:
@@ -261,9 +262,12 @@ class RelaySink:
                 sink.received.append(
                     (envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
                 )
+                sink.mail_options.append(list(envelope.mail_options))
                 return "250 OK"
 
-        self._controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+        self._controller = Controller(
+            Handler(), hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8
+        )
 
     def start(self) -> None:
         self._controller.start()
@@ -276,8 +280,10 @@ class RelaySink:
 def relay() -> Iterator[Callable[..., RelaySink]]:
     sinks: list[RelaySink] = []
 
-    def make(port: int | None = None, refuse_with: str | None = None) -> RelaySink:
-        sink = RelaySink(port or free_port(), refuse_with)
+    def make(
+        port: int | None = None, refuse_with: str | None = None, smtputf8: bool = False
+    ) -> RelaySink:
+        sink = RelaySink(port or free_port(), refuse_with, smtputf8)
         sinks.append(sink)
         return sink
 

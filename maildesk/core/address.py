@@ -24,6 +24,8 @@ from email.headerregistry import AddressHeader
 from email.utils import getaddresses
 from typing import Any
 
+import idna
+
 # RFC 5322 dot-atom local part (atext), plus non-ASCII letters/digits (RFC 6531).
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LOCAL_RE = re.compile(rf"{_ATEXT}+(\.{_ATEXT}+)*")
@@ -63,7 +65,7 @@ def parse_addresses(
     found: list[tuple[str, str]] = []
     problems: list[str] = []
     for value in values:
-        raw = _FOLD_RE.sub("", str(value))  # a long To/Cc list comes folded
+        raw = _utf8_header(_FOLD_RE.sub("", str(value)))  # a long To/Cc list comes folded
         if not raw.strip():
             continue
         mailboxes = None if names else _plain_list(raw)
@@ -156,6 +158,20 @@ def unusable(local: str, domain: str) -> str | None:
     return None
 
 
+def ascii_domain(address: str) -> str:
+    """The address with its domain in ASCII (IDNA 2008 A-labels, UTS #46 mapping):
+    ivan@пример.рф is ivan@xn--e1afmkfd.xn--p1ai, which every header and relay takes
+    (RFC 5890). A non-ASCII local part stays as it is: only SMTPUTF8 carries it. A domain
+    IDNA refuses comes back unchanged (then it, too, needs SMTPUTF8)."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except UnicodeError:  # idna.IDNAError included
+        return address
+
+
 def is_usable(address: str) -> bool:
     local, at, domain = address.rpartition("@")
     return bool(at) and unusable(local, domain) is None
@@ -172,6 +188,18 @@ def _ascii_stand_in(text: str) -> str:
     if text.isascii():
         return text
     return _NON_ASCII_RE.sub(lambda m: "a" if m.group().isalnum() else m.group(), text)
+
+
+def _utf8_header(text: str) -> str:
+    """A header value in raw UTF-8 (RFC 6532: an SMTPUTF8 mail from иван@пример.рф) as
+    the text it is. Only valid UTF-8: its multi-byte sequences never decode to ASCII, so
+    this adds no address syntax; anything else stays as read (and is no address)."""
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeDecodeError:
+        return text
 
 
 def _fix_surrogates(text: str) -> str:

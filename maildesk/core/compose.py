@@ -23,6 +23,7 @@ from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
 from typing import Any
 
+from maildesk.core.address import ascii_domain
 from maildesk.core.render import RenderedMail
 
 
@@ -50,14 +51,17 @@ _UNSAFE_ID = re.compile(r"[\r\n\x00\s<>]")
 
 
 def _address(addr: str, name: str = "") -> str:
-    """One address for a header; refuses anything that could break out of the header."""
+    """One address for a header; refuses anything that could break out of the header.
+    Its domain goes in ASCII (IDNA); a non-ASCII local part stays UTF-8, the one thing
+    in a header here that is not ASCII (RFC 6532; the relay is asked for SMTPUTF8)."""
     local, at, domain = addr.partition("@")
     if not at or not local or not domain or _UNSAFE.search(addr):
         raise ValueError(f"not a safe address: {addr!r}")
+    addr = ascii_domain(addr)
     name = " ".join(name.split())
     if not name:
         return addr
-    if name.isascii():
+    if name.isascii() and addr.isascii():
         return email.utils.formataddr((name, addr))
     return f"{Header(name, 'utf-8', header_name='From').encode()} <{addr}>"
 
@@ -163,8 +167,15 @@ class _SmtpCompat32(email.policy.Compat32):
     def fold_binary(self, name: str, value: Any) -> bytes:
         if isinstance(value, str) and _fits(name, value):
             return f"{name}: {value}{self.linesep}".encode("ascii")
+        if isinstance(value, str) and name in _ADDRESS_HEADERS and not value.isascii():
+            # A UTF-8 local part (names are encoded words by now): RFC 6532, as it is,
+            # never as an encoded word, which no reader takes for an address.
+            return f"{name}: {value.replace(', ', f',{self.linesep} ')}{self.linesep}".encode()
         folded: bytes = super().fold_binary(name, value)
         return folded
+
+
+_ADDRESS_HEADERS = frozenset({"From", "To", "Cc", "Reply-To"})
 
 
 _SMTP_COMPAT = _SmtpCompat32(linesep="\r\n", max_line_length=78)

@@ -263,8 +263,11 @@ def _one_line(text: str) -> str:
 def _addresses(
     header: str, message: email.message.Message, dropped: list[str], *, names: bool = True
 ) -> tuple[tuple[str, str], ...]:
-    """(display name, address) pairs, parsed on the undecoded header (see maildesk.core.address)."""
-    values = message.get_all(header.lower(), [])
+    """(display name, address) pairs, parsed on the undecoded header (see maildesk.core.address).
+    The raw values: compat32 would hand 8-bit ones (RFC 6532 UTF-8) over as a Header
+    whose text has lost its bytes."""
+    wanted = header.lower()
+    values = [value for name, value in message.raw_items() if name.lower() == wanted]
     parsed = parse_addresses(header, values, fix_surrogates if names else None, names=names)
     dropped.extend(parsed.problems)
     return parsed.addresses

@@ -151,6 +151,10 @@ class OutboxSender(Worker):
                 results.append(_Result(c.row_id, "failed", str(exc), c.attempts + 1))
             except TransientError as exc:
                 results.append(_Result(c.row_id, "retry", str(exc), c.attempts + 1))
+            except Exception as exc:  # a fault with this mail must not hold up the others
+                log.exception("outbox %s: could not send", c.row_id)
+                error = f"{type(exc).__name__}: {exc}"
+                results.append(_Result(c.row_id, "retry", error, c.attempts + 1))
             else:
                 results.append(_Result(c.row_id, "sent", None, c.attempts + 1))
         return results

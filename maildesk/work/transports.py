@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import aiosmtplib
 
+from maildesk.core.address import ascii_domain
 from maildesk.errors import ConfigError, PermanentError, TransientError
 
 log = logging.getLogger("maildesk.work.outbox")
@@ -100,11 +101,18 @@ class SmtpTransport:
     timeout: float = 30.0
 
     async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None:
+        """Domains go in ASCII (IDNA), as in the mail's headers; a UTF-8 local part asks
+        the relay for SMTPUTF8, and a relay without it refuses that mail for good."""
+        sender, rcpts = ascii_domain(mail_from), [ascii_domain(r) for r in recipients]
+        utf8 = [a for a in (sender, *rcpts) if not a.isascii()]
+        if not raw.partition(b"\r\n\r\n")[0].isascii():
+            utf8.append("a UTF-8 address in its header")
         try:
             errors, _ = await aiosmtplib.send(
                 raw,
-                sender=mail_from,
-                recipients=recipients,
+                sender=sender,
+                recipients=rcpts,
+                mail_options=["SMTPUTF8"] if utf8 else None,
                 hostname=self.host,
                 port=self.port,
                 username=self.username,
@@ -113,6 +121,8 @@ class SmtpTransport:
                 use_tls=self.tls,
                 timeout=self.timeout,
             )
+        except aiosmtplib.SMTPNotSupported as exc:
+            raise PermanentError(f"{exc} (needed for {', '.join(utf8)})") from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [e.code for e in exc.recipients]
             text = "; ".join(f"{e.recipient}: {e.code} {e.message}" for e in exc.recipients)

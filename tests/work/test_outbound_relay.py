@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import email.policy
 import json
 import time
 from collections import Counter
@@ -48,3 +49,58 @@ def test_permanent_relay_refusal_is_visible(start_daemon, relay) -> None:  # typ
     assert all("550 5.7.1 relaying denied" in r["last_error"] for r in rows)
     shown = json.loads(maildesk_cli(d.env, "show", "MD-1", "--json").stdout)
     assert {o["status"] for o in shown["outbox"]} == {"failed"}
+
+
+def _customer_mail(sender: str, n: int) -> bytes:
+    """A mail as an SMTPUTF8 client writes it: the From header in raw UTF-8 (RFC 6532)."""
+    return (
+        f"From: {sender}\r\nTo: support@localhost\r\nSubject: Заказ {n}\r\n"
+        f"Message-ID: <idn-{n}@client.example>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\nЗдравствуйте, где мой заказ?\r\n"
+    ).encode()
+
+
+def _to_customer(sink, address: str) -> tuple[list[str], email.message.Message]:  # type: ignore[no-untyped-def]
+    (found,) = [
+        (options, email.message_from_bytes(raw, policy=email.policy.SMTPUTF8))
+        for (_, rcpts, raw), options in zip(sink.received, sink.mail_options, strict=True)
+        if rcpts == [address]
+    ]
+    return found
+
+
+def test_customers_at_idn_domains_get_their_confirmation(start_daemon, relay) -> None:  # type: ignore[no-untyped-def]
+    """Customers at пример.рф: each gets a ticket and a confirmation, the domain in ASCII
+    (IDNA) in the envelope and in To; a Cyrillic local part goes with SMTPUTF8."""
+    sink = relay(smtputf8=True)
+    sink.start()
+    d = start_daemon(MAILDESK_OUTBOUND=f"smtp://127.0.0.1:{sink.port}")
+    send(d.port, _customer_mail("Ivan <ivan@пример.рф>", 1), mail_from="ivan@xn--e1afmkfd.xn--p1ai")
+    send(d.port, _customer_mail("Иван <иван@пример.рф>", 2), mail_from="bounce@example.org")
+    wait_for(lambda: d.scalar("select count(*) from outbox where status = 'sent'") == 4)
+    assert sorted(r[0] for r in d.query("select requester from ticket")) == [
+        "ivan@пример.рф",
+        "иван@пример.рф",
+    ]
+    options, mail = _to_customer(sink, "ivan@xn--e1afmkfd.xn--p1ai")
+    assert "SMTPUTF8" not in options
+    assert mail["To"] == "ivan@xn--e1afmkfd.xn--p1ai"
+    options, mail = _to_customer(sink, "иван@xn--e1afmkfd.xn--p1ai")
+    assert "SMTPUTF8" in options
+    assert mail["To"] == "иван@xn--e1afmkfd.xn--p1ai"
+    assert "Заказ 2" in str(mail["Subject"])
+
+
+def test_a_relay_without_smtputf8_refuses_only_the_mail_that_needs_it(start_daemon, relay) -> None:  # type: ignore[no-untyped-def]
+    sink = relay()  # no SMTPUTF8
+    sink.start()
+    d = start_daemon(MAILDESK_OUTBOUND=f"smtp://127.0.0.1:{sink.port}")
+    send(d.port, _customer_mail("Иван <иван@пример.рф>", 1), mail_from="bounce@example.org")
+    send(d.port, make_mail(subject="Printer"))
+    wait_for(lambda: d.scalar("select count(*) from outbox where status = 'failed'") == 1)
+    wait_for(lambda: d.scalar("select count(*) from outbox where status = 'sent'") == 3)
+    rows = json.loads(maildesk_cli(d.env, "outbox", "--status", "failed", "--json").stdout)
+    error = rows[0]["last_error"]
+    assert "SMTPUTF8" in error and "иван@xn--e1afmkfd.xn--p1ai" in error
+    assert d.scalar("select attempts from outbox where status = 'failed'") == 1  # not retried

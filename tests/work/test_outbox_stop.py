@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from maildesk.storage.db import make_engine, upgrade
 from maildesk.storage.models import Outbox, utcnow
@@ -56,4 +56,42 @@ def test_mails_of_a_round_cancelled_after_its_claim_go_out_with_the_next_flush(
 
     assert asyncio.run(scenario()) == 2
     assert len(list((tmp_path / "outbox" / "new").iterdir())) == 2
+    engine.dispose()
+
+
+class Fussy:
+    """A relay transport that fails with an error nobody planned for, for one address."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[str]] = []
+
+    async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None:
+        if recipients == ["poison@example.org"]:
+            raise ValueError("an unforeseen fault with this one mail")
+        self.sent.append(recipients)
+
+
+def test_an_unforeseen_fault_with_one_mail_does_not_hold_up_the_others(
+    tmp_path: Path,
+) -> None:
+    """The faulty mail is retried later, its error kept; the mails after it in the
+    same batch go out in this round."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'md.db'}")
+    upgrade(engine)
+    with Session(engine) as session:
+        for n, rcpt in enumerate(["poison@example.org", "ann@example.org", "bob@example.org"]):
+            session.add(Outbox(
+                kind="confirmation", mail_from="support@localhost", recipients=[rcpt],
+                message_id=f"<fault{n}@maildesk>", raw=b"Subject: x\r\n\r\nx\r\n",
+                created_at=utcnow(), next_attempt_at=utcnow(),
+            ))
+        session.commit()
+    transport = Fussy()
+    stats = asyncio.run(OutboxSender(engine, transport).flush())  # type: ignore[arg-type]
+    assert transport.sent == [["ann@example.org"], ["bob@example.org"]]
+    assert (stats.sent, stats.retried) == (2, 1)
+    with Session(engine) as session:
+        (poison,) = session.exec(select(Outbox).where(Outbox.status == "queued")).all()
+    assert poison.recipients == ["poison@example.org"]
+    assert poison.last_error == "ValueError: an unforeseen fault with this one mail"
     engine.dispose()
