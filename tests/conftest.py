@@ -123,6 +123,17 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
     return new_database_url(backend, tmp_path, request)
 
 
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated database of the backend, for tests below the daemon."""
+    from maildesk.storage.db import make_engine, upgrade
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
 def base_env(data_dir: Path, database_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILDESK_")}
     env.update(
@@ -247,18 +258,51 @@ def start_daemon(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Da
 class RelaySink:
     """A real SMTP relay on loopback (aiosmtpd) that records what it receives."""
 
-    def __init__(self, port: int, refuse_with: str | None = None, smtputf8: bool = False) -> None:
+    def __init__(
+        self,
+        port: int,
+        refuse_with: str | None = None,
+        smtputf8: bool = False,
+        mails_per_connection: int | None = None,
+        refuse_rcpt: str | None = None,
+    ) -> None:
+        """`mails_per_connection`: after that many, 421 and the connection is closed
+        (as providers that limit mails per connection do); `refuse_rcpt`: an address
+        refused with 550 at RCPT."""
         from aiosmtpd.controller import Controller
 
         self.port = port
         self.received: list[tuple[str, list[str], bytes]] = []
         self.mail_options: list[list[str]] = []  # of each received mail, in order
+        self.connections = 0  # sessions greeted with EHLO/HELO
         sink = self
 
         class Handler:
+            async def handle_EHLO(
+                self, server: Any, session: Any, envelope: Any, hostname: str,
+                responses: list[str],
+            ) -> list[str]:
+                session.host_name = hostname
+                sink.connections += 1
+                return responses
+
+            async def handle_RCPT(
+                self, server: Any, session: Any, envelope: Any, address: str,
+                rcpt_options: list[str],
+            ) -> str:
+                if address == refuse_rcpt:
+                    return "550 5.1.1 No such user here"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 if refuse_with:
                     return refuse_with
+                taken = getattr(session, "mails_taken", 0)
+                if mails_per_connection is not None and taken >= mails_per_connection:
+                    asyncio.get_running_loop().call_soon(server.transport.close)
+                    return "421 4.7.0 Too many mails on this connection, closing"
+                session.mails_taken = taken + 1
                 sink.received.append(
                     (envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
                 )
@@ -281,9 +325,15 @@ def relay() -> Iterator[Callable[..., RelaySink]]:
     sinks: list[RelaySink] = []
 
     def make(
-        port: int | None = None, refuse_with: str | None = None, smtputf8: bool = False
+        port: int | None = None,
+        refuse_with: str | None = None,
+        smtputf8: bool = False,
+        mails_per_connection: int | None = None,
+        refuse_rcpt: str | None = None,
     ) -> RelaySink:
-        sink = RelaySink(port or free_port(), refuse_with, smtputf8)
+        sink = RelaySink(
+            port or free_port(), refuse_with, smtputf8, mails_per_connection, refuse_rcpt
+        )
         sinks.append(sink)
         return sink
 

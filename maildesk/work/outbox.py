@@ -9,10 +9,11 @@ means it is sent again, never lost (at least once, recorded once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from maildesk.storage.models import Outbox
 from maildesk.work.transports import (
     SMTP_BATCH,
     BatchTransport,
+    SessionTransport,
     Transport,
 )
 from maildesk.worker import Worker
@@ -76,6 +78,30 @@ class FlushStats:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+
+
+@contextlib.asynccontextmanager
+async def _one_connection(transport: Transport) -> AsyncIterator[Transport]:
+    """The transport, over one connection for the batch where it has them (a relay)."""
+    if isinstance(transport, SessionTransport):
+        async with transport.session() as session:
+            yield session
+    else:
+        yield transport
+
+
+async def _send_one(transport: Transport, c: _Claimed) -> _Result:
+    try:
+        await transport.send(c.mail_from, c.recipients, c.raw)
+    except PermanentError as exc:
+        log.error("outbox %s: relay refused permanently: %s", c.row_id, exc)
+        return _Result(c.row_id, "failed", str(exc), c.attempts + 1)
+    except TransientError as exc:
+        return _Result(c.row_id, "retry", str(exc), c.attempts + 1)
+    except Exception as exc:  # a fault with this mail must not hold up the others
+        log.exception("outbox %s: could not send", c.row_id)
+        return _Result(c.row_id, "retry", f"{type(exc).__name__}: {exc}", c.attempts + 1)
+    return _Result(c.row_id, "sent", None, c.attempts + 1)
 
 
 class OutboxSender(Worker):
@@ -142,22 +168,8 @@ class OutboxSender(Worker):
                 error = f"{type(exc).__name__}: {exc}"
                 return [_Result(c.row_id, "retry", error, c.attempts + 1) for c in claimed]
             return [_Result(c.row_id, "sent", None, c.attempts + 1) for c in claimed]
-        results = []
-        for c in claimed:
-            try:
-                await self._transport.send(c.mail_from, c.recipients, c.raw)
-            except PermanentError as exc:
-                log.error("outbox %s: relay refused permanently: %s", c.row_id, exc)
-                results.append(_Result(c.row_id, "failed", str(exc), c.attempts + 1))
-            except TransientError as exc:
-                results.append(_Result(c.row_id, "retry", str(exc), c.attempts + 1))
-            except Exception as exc:  # a fault with this mail must not hold up the others
-                log.exception("outbox %s: could not send", c.row_id)
-                error = f"{type(exc).__name__}: {exc}"
-                results.append(_Result(c.row_id, "retry", error, c.attempts + 1))
-            else:
-                results.append(_Result(c.row_id, "sent", None, c.attempts + 1))
-        return results
+        async with _one_connection(self._transport) as transport:
+            return [await _send_one(transport, c) for c in claimed]
 
     def _count(self, result: str) -> None:
         if self._metrics:

@@ -4,6 +4,7 @@ open in any mail client (the embedded default). MAILDESK_OUTBOUND picks one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -101,6 +102,55 @@ class SmtpTransport:
     timeout: float = 30.0
 
     async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None:
+        """One mail on a connection of its own."""
+        async with self.session() as relay:
+            await relay.send(mail_from, recipients, raw)
+
+    def session(self) -> RelaySession:
+        return RelaySession(self)
+
+    def _client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            start_tls=self.starttls,
+            use_tls=self.tls,
+            timeout=self.timeout,
+        )
+
+
+@runtime_checkable
+class SessionTransport(Protocol):
+    """A transport that sends a batch over one connection (`async with t.session() as s`,
+    then `s.send(...)` for each mail)."""
+
+    def session(self) -> RelaySession: ...
+
+
+class RelaySession:
+    """One connection to the relay for a batch of mails, so one TLS handshake and one
+    login instead of one per mail: opened at the first mail, opened again after the
+    relay drops it, closed with QUIT at the end. A mail the relay refuses leaves the
+    connection usable (aiosmtplib resets the envelope)."""
+
+    def __init__(self, relay: SmtpTransport) -> None:
+        self._relay = relay
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def __aenter__(self) -> RelaySession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            with contextlib.suppress(Exception):  # the mails are sent: a failed QUIT is no matter
+                await client.quit()
+        if client is not None:
+            client.close()
+
+    async def send(self, mail_from: str, recipients: list[str], raw: bytes) -> None:
         """Domains go in ASCII (IDNA), as in the mail's headers; a UTF-8 local part asks
         the relay for SMTPUTF8, and a relay without it refuses that mail for good."""
         sender, rcpts = ascii_domain(mail_from), [ascii_domain(r) for r in recipients]
@@ -108,21 +158,14 @@ class SmtpTransport:
         if not raw.partition(b"\r\n\r\n")[0].isascii():
             utf8.append("a UTF-8 address in its header")
         try:
-            errors, _ = await aiosmtplib.send(
-                raw,
-                sender=sender,
-                recipients=rcpts,
-                mail_options=["SMTPUTF8"] if utf8 else None,
-                hostname=self.host,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                start_tls=self.starttls,
-                use_tls=self.tls,
-                timeout=self.timeout,
+            client = await self._connected()
+            errors, _ = await client.sendmail(
+                sender, rcpts, raw, mail_options=["SMTPUTF8"] if utf8 else None
             )
         except aiosmtplib.SMTPNotSupported as exc:
-            raise PermanentError(f"{exc} (needed for {', '.join(utf8)})") from None
+            if utf8 and "SMTPUTF8" in str(exc):
+                raise PermanentError(f"{exc} (needed for {', '.join(utf8)})") from None
+            raise self._dropped(exc) from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [e.code for e in exc.recipients]
             text = "; ".join(f"{e.recipient}: {e.code} {e.message}" for e in exc.recipients)
@@ -133,12 +176,32 @@ class SmtpTransport:
             text = f"{exc.code} {exc.message}"
             if 500 <= exc.code < 600:
                 raise PermanentError(text) from None
+            if exc.code == 421:  # the relay is closing this connection
+                self._drop()
             raise TransientError(text) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+            raise self._dropped(exc) from None
         if errors:  # some recipients refused, others accepted
             refused = "; ".join(f"{r}: {c} {m}" for r, (c, m) in errors.items())
             log.warning("outbox: relay refused some recipients: %s", refused)
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is None or not self._client.is_connected:
+            self._drop()
+            client = self._relay._client()
+            await client.connect()
+            self._client = client
+        return self._client
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _dropped(self, exc: BaseException) -> TransientError:
+        """The connection is not to be trusted after this: the next mail opens another."""
+        self._drop()
+        return TransientError(f"{type(exc).__name__}: {exc}")
 
 
 def transport_from_url(url: str) -> Transport:

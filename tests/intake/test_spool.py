@@ -9,7 +9,7 @@ import os
 import shutil
 import signal
 import smtplib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,18 +17,10 @@ from sqlalchemy import Engine, text
 
 from maildesk.intake.spool import Spool, spool_dir
 from maildesk.intake.spool_file import HEADER, Record, encode
-from maildesk.storage.db import is_postgres, make_engine, upgrade
+from maildesk.storage.db import is_postgres
 from tests.conftest import Daemon, wait_for
 from tests.daemon.test_durability import _alive, _descendants
 from tests.mailkit import make_mail
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def _records(n: int) -> list[Record]:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
 import time
 from collections import Counter
 
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from maildesk.storage.models import Outbox, utcnow
+from maildesk.work.outbox import OutboxSender
+from maildesk.work.transports import SmtpTransport
 from tests.conftest import free_port, maildesk_cli, wait_for
 from tests.mailkit import make_mail, send
 
@@ -104,3 +111,53 @@ def test_a_relay_without_smtputf8_refuses_only_the_mail_that_needs_it(start_daem
     error = rows[0]["last_error"]
     assert "SMTPUTF8" in error and "иван@xn--e1afmkfd.xn--p1ai" in error
     assert d.scalar("select attempts from outbox where status = 'failed'") == 1  # not retried
+
+
+def _queue(engine: Engine, recipients: list[str]) -> None:
+    with Session(engine) as session:
+        for n, rcpt in enumerate(recipients):
+            session.add(Outbox(
+                kind="confirmation", mail_from="support@localhost", recipients=[rcpt],
+                message_id=f"<batch{n}@maildesk>",
+                raw=f"Message-ID: <batch{n}@maildesk>\r\nSubject: {n}\r\n\r\nx\r\n".encode(),
+                created_at=utcnow(), next_attempt_at=utcnow(),
+            ))
+        session.commit()
+
+
+def _flush_until_done(engine: Engine, sink) -> None:  # type: ignore[no-untyped-def]
+    sender = OutboxSender(engine, SmtpTransport("127.0.0.1", sink.port), backoff=0.0)
+    for _ in range(10):
+        asyncio.run(sender.flush())
+        with Session(engine) as session:
+            if not session.exec(select(Outbox).where(Outbox.status == "queued")).all():
+                return
+    raise AssertionError("mails still queued after 10 rounds")
+
+
+def test_a_batch_goes_over_one_connection_and_a_refusal_does_not_cost_it(engine, relay) -> None:  # type: ignore[no-untyped-def]
+    """One TLS handshake and login for ten mails, not ten; a recipient the relay refuses
+    fails its own mail, and the connection goes on with the next."""
+    sink = relay(refuse_rcpt="nobody@example.org")
+    sink.start()
+    rcpts = [f"c{n}@example.org" for n in range(10)]
+    rcpts[4] = "nobody@example.org"
+    _queue(engine, rcpts)
+    _flush_until_done(engine, sink)
+    assert sink.connections == 1
+    assert [r for _, (r,), _ in sink.received] == rcpts[:4] + rcpts[5:]
+    with Session(engine) as session:
+        (failed,) = session.exec(select(Outbox).where(Outbox.status == "failed")).all()
+    assert failed.recipients == ["nobody@example.org"] and "550 5.1.1" in str(failed.last_error)
+
+
+def test_a_relay_that_closes_the_connection_gets_every_mail_once(engine, relay) -> None:  # type: ignore[no-untyped-def]
+    """A relay taking 3 mails per connection (421, then it closes): the session opens
+    another, the mail refused with 421 goes in the next round, none twice."""
+    sink = relay(mails_per_connection=3)
+    sink.start()
+    _queue(engine, [f"c{n}@example.org" for n in range(10)])
+    _flush_until_done(engine, sink)
+    ids = Counter(email.message_from_bytes(raw)["Message-ID"] for _, _, raw in sink.received)
+    assert ids == Counter({f"<batch{n}@maildesk>": 1 for n in range(10)})
+    assert sink.connections >= 4
