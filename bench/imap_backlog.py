@@ -24,13 +24,11 @@ import importlib
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -196,47 +194,20 @@ def end_to_end(n: int, database_url: str) -> dict[str, float]:
 
 
 def compare(rev: str, n: int, rounds: int, database_url: str) -> None:
+    from bench.abtest import alternate, print_medians
     from bench.ingest import drop_database, fresh_database  # the orchestrator runs here
 
-    where = Path(tempfile.mkdtemp(prefix="imap-bench-baseline-"))
-    tree = where / f"baseline-{rev}"
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(tree), rev],
-        check=True,
-    )
-    results: dict[str, list[dict[str, float]]] = {f"baseline {rev}": [], "this": []}
-    try:
-        for _ in range(rounds):
-            for label, root in ((f"baseline {rev}", tree), ("this", REPO)):
-                cmd = [sys.executable, __file__, "--mails", str(n), "--e2e-json"]
-                server = argparse.Namespace(database_url=database_url)
-                db = fresh_database(server, "imap")  # None for SQLite: a new file
-                if db:
-                    cmd += ["--database-url", db]
-                env = dict(os.environ, MAILDESK_BENCH_TREE=str(root))
-                try:
-                    out = subprocess.run(
-                        cmd, env=env, capture_output=True, text=True, check=False
-                    )
-                finally:
-                    drop_database(server, db)
-                if out.returncode:
-                    sys.exit(f"{label}: {out.stdout[-1000:]}{out.stderr[-3000:]}")
-                figures = json.loads(out.stdout.strip().splitlines()[-1])
-                results[label].append(figures)
-                print(f"{label:<22} " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()),
-                      flush=True)
-    finally:
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False
-        )
-        shutil.rmtree(where, ignore_errors=True)
-    print(f"\nIMAP backlog end to end, {n} mails, median of {rounds} alternating runs each:")
-    base, this = results.values()
-    for name in base[0]:
-        b = statistics.median(r[name] for r in base)
-        t = statistics.median(r[name] for r in this)
-        print(f"  {name:<32} baseline {b:8.1f}   this {t:8.1f}   this/baseline {t / b:5.2f}x")
+    @contextmanager
+    def fresh() -> Iterator[list[str]]:
+        server = argparse.Namespace(database_url=database_url)
+        db = fresh_database(server, "imap")  # None for SQLite: a new file
+        try:
+            yield ["--database-url", db] if db else []
+        finally:
+            drop_database(server, db)
+
+    results = alternate(__file__, rev, rounds, ["--mails", str(n), "--e2e-json"], fresh)
+    print_medians(f"IMAP backlog end to end, {n} mails", results)
 
 
 def main() -> None:
