@@ -109,7 +109,8 @@ class SmtpTransport:
     def session(self) -> RelaySession:
         return RelaySession(self)
 
-    def _client(self) -> aiosmtplib.SMTP:
+    def new_client(self) -> aiosmtplib.SMTP:
+        """A client for one connection (connect() does STARTTLS and the login)."""
         return aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
@@ -188,7 +189,7 @@ class RelaySession:
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is None or not self._client.is_connected:
             self._drop()
-            client = self._relay._client()
+            client = self._relay.new_client()
             await client.connect()
             self._client = client
         return self._client
