@@ -139,6 +139,7 @@ class RelaySession:
     def __init__(self, relay: SmtpTransport) -> None:
         self._relay = relay
         self._client: aiosmtplib.SMTP | None = None
+        self._unreachable: str | None = None  # why the relay took no connection
 
     async def __aenter__(self) -> RelaySession:
         return self
@@ -158,8 +159,8 @@ class RelaySession:
         utf8 = [a for a in (sender, *rcpts) if not a.isascii()]
         if not raw.partition(b"\r\n\r\n")[0].isascii():
             utf8.append("a UTF-8 address in its header")
+        client = await self._connected()
         try:
-            client = await self._connected()
             errors, _ = await client.sendmail(
                 sender, rcpts, raw, mail_options=["SMTPUTF8"] if utf8 else None
             )
@@ -187,10 +188,24 @@ class RelaySession:
             log.warning("outbox: relay refused some recipients: %s", refused)
 
     async def _connected(self) -> aiosmtplib.SMTP:
+        """The open connection, or a new one. A relay that takes none (down, a greeting
+        or login it refuses: 554, 535) is the relay's fault or the settings', never the
+        mail's: every mail of the batch waits for the next round, with the reason, and
+        the batch does not try again (a relay that drops packets would cost a timeout
+        per mail)."""
+        if self._unreachable is not None:
+            raise TransientError(self._unreachable)
         if self._client is None or not self._client.is_connected:
             self._drop()
             client = self._relay.new_client()
-            await client.connect()
+            try:
+                await client.connect()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                client.close()
+                self._unreachable = f"the relay took no connection: {_reason(exc)}"
+                log.error("outbox: %s:%d: %s (MAILDESK_OUTBOUND)", self._relay.host,
+                          self._relay.port, self._unreachable)
+                raise TransientError(self._unreachable) from None
             self._client = client
         return self._client
 
@@ -203,6 +218,12 @@ class RelaySession:
         """The connection is not to be trusted after this: the next mail opens another."""
         self._drop()
         return TransientError(f"{type(exc).__name__}: {exc}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{exc.code} {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def transport_from_url(url: str) -> Transport:

@@ -6,9 +6,13 @@ import asyncio
 import email
 import email.policy
 import json
+import logging
+import socketserver
+import threading
 import time
 from collections import Counter
 
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
@@ -161,3 +165,71 @@ def test_a_relay_that_closes_the_connection_gets_every_mail_once(engine, relay) 
     ids = Counter(email.message_from_bytes(raw)["Message-ID"] for _, _, raw in sink.received)
     assert ids == Counter({f"<batch{n}@maildesk>": 1 for n in range(10)})
     assert sink.connections >= 4
+
+
+class ScriptedRelay:
+    """A relay on a real socket that answers from a script: it greets with `greeting`,
+    answers EHLO offering AUTH, AUTH with `auth`, anything else with 250."""
+
+    def __init__(self, greeting: bytes, auth: bytes) -> None:
+        self.connections = 0
+        relay = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                relay.connections += 1
+                self.wfile.write(greeting)
+                if not greeting.startswith(b"220"):
+                    return
+                for line in self.rfile:
+                    verb = line.split(b" ", 1)[0].strip().upper()
+                    if verb == b"EHLO":
+                        self.wfile.write(b"250-relay.test\r\n250 AUTH PLAIN LOGIN\r\n")
+                    elif verb == b"AUTH":
+                        self.wfile.write(auth)
+                    elif verb == b"QUIT":
+                        self.wfile.write(b"221 bye\r\n")
+                        return
+                    else:
+                        self.wfile.write(b"250 OK\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("greeting", "auth", "reason"),
+    [
+        (b"554 5.3.2 No service for you\r\n", b"", "554 5.3.2 No service for you"),
+        (b"220 relay.test ESMTP\r\n", b"535 5.7.8 Bad login\r\n", "535 5.7.8 Bad login"),
+    ],
+    ids=["greeting refused", "login refused"],
+)
+def test_a_relay_that_refuses_us_fails_no_mail(  # type: ignore[no-untyped-def]
+    engine, caplog, greeting: bytes, auth: bytes, reason: str
+) -> None:
+    """A relay that refuses the connection or the login is the relay's fault or the
+    settings', not the mails': they stay queued with the reason, one connection is tried
+    for the batch, and the operator reads one error line naming MAILDESK_OUTBOUND."""
+    relay = ScriptedRelay(greeting, auth)
+    try:
+        _queue(engine, [f"c{n}@example.org" for n in range(3)])
+        transport = SmtpTransport("127.0.0.1", relay.port, username="md", password="wrong")
+        with caplog.at_level(logging.ERROR, logger="maildesk"):
+            stats = asyncio.run(OutboxSender(engine, transport).flush())
+    finally:
+        relay.stop()
+    assert (stats.sent, stats.failed, stats.retried) == (0, 0, 3)
+    assert relay.connections == 1
+    with Session(engine) as session:
+        rows = session.exec(select(Outbox)).all()
+    assert {(r.status, r.attempts) for r in rows} == {("queued", 1)}
+    assert all(reason in str(r.last_error) for r in rows)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and reason in errors[0] and "MAILDESK_OUTBOUND" in errors[0]
