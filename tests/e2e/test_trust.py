@@ -132,8 +132,7 @@ def test_staff_are_who_they_prove_to_be(start_daemon) -> None:  # type: ignore[n
                "Authentication-Results: mx.test; dkim=pass header.d=example.com\n")
     staff_mail(7, TOKEN_1, sender="=?utf-8?q?bob@example.com?= <mallory@evil.test>")
     staff_mail(8, TOKEN_1, subject="Re: your printer")  # no TID: the token names the ticket
-    wait_for(lambda: d.scalar("select count(*) from inbound where status = 'new'") == 0
-             and d.scalar("select count(*) from inbound") == 9)
+    wait_for(lambda: d.processed(9))
     rows = d.query("select body_text, identity, ticket_id, kind from message "
                    "where direction = 'in' and body_text like 'Staff reply%' order by id")
     by_n = {r[0].strip(): (r[1], r[2], r[3]) for r in rows}
@@ -204,7 +203,6 @@ def test_only_a_report_about_our_own_mail_suppresses(start_daemon, relay) -> Non
     send(d.port, dsn(2, verp, "victim@example.org", original), rcpts=[verp], mail_from="")
     # the real one: suppresses gone@ and attaches to its ticket
     send(d.port, dsn(3, verp, "gone@example.org", original), rcpts=[verp], mail_from="")
-    wait_for(lambda: d.scalar("select count(*) from inbound where status = 'new'") == 0
-             and d.scalar("select count(*) from inbound") == 4)
+    wait_for(lambda: d.processed(4))
     assert [r[0] for r in d.query("select address from suppression")] == ["gone@example.org"]
     assert d.scalar("select count(*) from message where kind = 'bounce' and ticket_id = 1") == 2
