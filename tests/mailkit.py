@@ -8,6 +8,7 @@ import mailbox
 import smtplib
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 _counter = iter(range(1, 10**9))
 
@@ -57,3 +58,23 @@ def sent_mails(data_dir: Path) -> list[email.message.EmailMessage]:
 
 def mails_to(data_dir: Path, address: str) -> list[email.message.EmailMessage]:
     return [m for m in sent_mails(data_dir) if address in str(m["To"])]
+
+
+def queue_outbox(
+    engine: Any, recipients: list[str], tag: str = "q", body: bytes = b"x\r\n"
+) -> None:
+    """Outbound mails waiting in the outbox, due now: one per recipient, the n-th with
+    Message-ID <{tag}{n}@maildesk>."""
+    from sqlmodel import Session
+
+    from maildesk.storage.models import Outbox, utcnow
+
+    with Session(engine) as session:
+        for n, rcpt in enumerate(recipients):
+            session.add(Outbox(
+                kind="confirmation", mail_from="support@localhost", recipients=[rcpt],
+                message_id=f"<{tag}{n}@maildesk>",
+                raw=f"Message-ID: <{tag}{n}@maildesk>\r\nSubject: {n}\r\n\r\n".encode() + body,
+                created_at=utcnow(), next_attempt_at=utcnow(),
+            ))
+        session.commit()

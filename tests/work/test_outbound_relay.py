@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from maildesk.storage.models import Outbox, utcnow
+from maildesk.storage.models import Outbox
 from maildesk.work.outbox import OutboxSender
 from maildesk.work.transports import SmtpTransport
 from tests.conftest import free_port, maildesk_cli, wait_for
-from tests.mailkit import make_mail, send
+from tests.mailkit import make_mail, queue_outbox, send
 
 
 def test_relay_down_then_up_delivers_every_mail_once(start_daemon, relay) -> None:  # type: ignore[no-untyped-def]
@@ -117,18 +117,6 @@ def test_a_relay_without_smtputf8_refuses_only_the_mail_that_needs_it(start_daem
     assert d.scalar("select attempts from outbox where status = 'failed'") == 1  # not retried
 
 
-def _queue(engine: Engine, recipients: list[str]) -> None:
-    with Session(engine) as session:
-        for n, rcpt in enumerate(recipients):
-            session.add(Outbox(
-                kind="confirmation", mail_from="support@localhost", recipients=[rcpt],
-                message_id=f"<batch{n}@maildesk>",
-                raw=f"Message-ID: <batch{n}@maildesk>\r\nSubject: {n}\r\n\r\nx\r\n".encode(),
-                created_at=utcnow(), next_attempt_at=utcnow(),
-            ))
-        session.commit()
-
-
 def _flush_until_done(engine: Engine, sink) -> None:  # type: ignore[no-untyped-def]
     sender = OutboxSender(engine, SmtpTransport("127.0.0.1", sink.port), backoff=0.0)
     for _ in range(10):
@@ -146,7 +134,7 @@ def test_a_batch_goes_over_one_connection_and_a_refusal_does_not_cost_it(engine,
     sink.start()
     rcpts = [f"c{n}@example.org" for n in range(10)]
     rcpts[4] = "nobody@example.org"
-    _queue(engine, rcpts)
+    queue_outbox(engine, rcpts, "batch")
     _flush_until_done(engine, sink)
     assert sink.connections == 1
     assert [r for _, (r,), _ in sink.received] == rcpts[:4] + rcpts[5:]
@@ -160,7 +148,7 @@ def test_a_relay_that_closes_the_connection_gets_every_mail_once(engine, relay) 
     another, the mail refused with 421 goes in the next round, none twice."""
     sink = relay(mails_per_connection=3)
     sink.start()
-    _queue(engine, [f"c{n}@example.org" for n in range(10)])
+    queue_outbox(engine, [f"c{n}@example.org" for n in range(10)], "batch")
     _flush_until_done(engine, sink)
     ids = Counter(email.message_from_bytes(raw)["Message-ID"] for _, _, raw in sink.received)
     assert ids == Counter({f"<batch{n}@maildesk>": 1 for n in range(10)})
@@ -219,7 +207,7 @@ def test_a_relay_that_refuses_us_fails_no_mail(  # type: ignore[no-untyped-def]
     for the batch, and the operator reads one error line naming MAILDESK_OUTBOUND."""
     relay = ScriptedRelay(greeting, auth)
     try:
-        _queue(engine, [f"c{n}@example.org" for n in range(3)])
+        queue_outbox(engine, [f"c{n}@example.org" for n in range(3)])
         transport = SmtpTransport("127.0.0.1", relay.port, username="md", password="wrong")
         with caplog.at_level(logging.ERROR, logger="maildesk"):
             stats = asyncio.run(OutboxSender(engine, transport).flush())

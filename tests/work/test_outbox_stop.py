@@ -10,9 +10,10 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from maildesk.storage.db import make_engine, upgrade
-from maildesk.storage.models import Outbox, utcnow
+from maildesk.storage.models import Outbox
 from maildesk.work.outbox import OutboxSender
 from maildesk.work.transports import MaildirTransport
+from tests.mailkit import queue_outbox
 
 
 class FirstBatchHangs(MaildirTransport):
@@ -36,14 +37,7 @@ def test_mails_of_a_round_cancelled_after_its_claim_go_out_with_the_next_flush(
 ) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'md.db'}")
     upgrade(engine)
-    with Session(engine) as session:
-        for n in range(2):
-            session.add(Outbox(
-                kind="confirmation", mail_from="support@localhost", recipients=["ann@example.org"],
-                message_id=f"<stop{n}@maildesk>", raw=b"Subject: x\r\n\r\nx\r\n",
-                created_at=utcnow(), next_attempt_at=utcnow(),
-            ))
-        session.commit()
+    queue_outbox(engine, ["ann@example.org"] * 2, "stop")
 
     async def scenario() -> int:
         transport = FirstBatchHangs(tmp_path / "outbox")
@@ -78,14 +72,7 @@ def test_an_unforeseen_fault_with_one_mail_does_not_hold_up_the_others(
     same batch go out in this round."""
     engine = make_engine(f"sqlite:///{tmp_path / 'md.db'}")
     upgrade(engine)
-    with Session(engine) as session:
-        for n, rcpt in enumerate(["poison@example.org", "ann@example.org", "bob@example.org"]):
-            session.add(Outbox(
-                kind="confirmation", mail_from="support@localhost", recipients=[rcpt],
-                message_id=f"<fault{n}@maildesk>", raw=b"Subject: x\r\n\r\nx\r\n",
-                created_at=utcnow(), next_attempt_at=utcnow(),
-            ))
-        session.commit()
+    queue_outbox(engine, ["poison@example.org", "ann@example.org", "bob@example.org"], "fault")
     transport = Fussy()
     stats = asyncio.run(OutboxSender(engine, transport).flush())  # type: ignore[arg-type]
     assert transport.sent == [["ann@example.org"], ["bob@example.org"]]
