@@ -175,7 +175,7 @@ class RelaySession:
                 raise PermanentError(text) from None
             raise TransientError(text) from None
         except aiosmtplib.SMTPResponseException as exc:
-            text = f"{exc.code} {exc.message}"
+            text = _reason(exc)
             if 500 <= exc.code < 600:
                 raise PermanentError(text) from None
             if exc.code == 421:  # the relay is closing this connection
@@ -217,10 +217,11 @@ class RelaySession:
     def _dropped(self, exc: BaseException) -> TransientError:
         """The connection is not to be trusted after this: the next mail opens another."""
         self._drop()
-        return TransientError(f"{type(exc).__name__}: {exc}")
+        return TransientError(_reason(exc))
 
 
 def _reason(exc: BaseException) -> str:
+    """How an error of the relay reads in the outbox's last_error and the log."""
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return f"{exc.code} {exc.message}"
     return f"{type(exc).__name__}: {exc}"
