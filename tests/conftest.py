@@ -334,16 +334,9 @@ class RelaySink:
 def relay() -> Iterator[Callable[..., RelaySink]]:
     sinks: list[RelaySink] = []
 
-    def make(
-        port: int | None = None,
-        refuse_with: str | None = None,
-        smtputf8: bool = False,
-        mails_per_connection: int | None = None,
-        refuse_rcpt: str | None = None,
-    ) -> RelaySink:
-        sink = RelaySink(
-            port or free_port(), refuse_with, smtputf8, mails_per_connection, refuse_rcpt
-        )
+    def make(port: int | None = None, **options: Any) -> RelaySink:
+        """A sink on `port` (a free one by default); `options` as RelaySink takes them."""
+        sink = RelaySink(port or free_port(), **options)
         sinks.append(sink)
         return sink
 
